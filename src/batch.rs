@@ -1,0 +1,149 @@
+//! Splits datums into PutMetricData requests that CloudWatch will accept by size.
+//!
+//! A request holds at most 1000 datums and at most 1 MB of body. The SDK encodes requests as
+//! CBOR; rather than encode twice, each datum's encoded size is bounded from above (every
+//! CBOR header at its widest), so a batch that fits here fits on the wire.
+
+use crate::datum::Datum;
+
+pub const MAX_DATUMS: usize = 1000;
+/// 1 MB taken as 10^6 bytes, the stricter reading of the documented limit.
+pub const MAX_BODY_BYTES: usize = 1_000_000;
+
+/// Keys, headers, the timestamp, the value, the unit and the storage resolution of one datum.
+const DATUM_OVERHEAD: usize = 128;
+/// Map header, `Name` and `Value` keys and two string headers of one dimension.
+const DIMENSION_OVERHEAD: usize = 24;
+/// Outer map, `Namespace` and `MetricData` keys, array header.
+const REQUEST_OVERHEAD: usize = 64;
+
+/// Upper bound of one datum's share of the request body.
+pub fn encoded_size(d: &Datum) -> usize {
+    DATUM_OVERHEAD
+        + d.name.len()
+        + d.dimensions
+            .iter()
+            .map(|(k, v)| DIMENSION_OVERHEAD + k.len() + v.len())
+            .sum::<usize>()
+}
+
+/// Upper bound of a request's body with no datums yet.
+pub fn request_overhead(namespace: &str) -> usize {
+    REQUEST_OVERHEAD + namespace.len()
+}
+
+/// Groups `datums` in order into batches within both limits.
+pub fn split(datums: Vec<Datum>, namespace: &str) -> Vec<Vec<Datum>> {
+    let base = request_overhead(namespace);
+    let mut batches = Vec::new();
+    let mut current: Vec<Datum> = Vec::new();
+    let mut bytes = base;
+    for d in datums {
+        let size = encoded_size(&d);
+        if !current.is_empty() && (current.len() == MAX_DATUMS || bytes + size > MAX_BODY_BYTES) {
+            batches.push(std::mem::take(&mut current));
+            bytes = base;
+        }
+        bytes += size;
+        current.push(d);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datum::Unit;
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    const NS: &str = "FinFocus/Plugins";
+
+    fn datum(i: usize) -> Datum {
+        Datum {
+            name: format!("M{i}"),
+            dimensions: BTreeMap::from([("Region".into(), "us-east-1".into())]),
+            value: i as f64,
+            unit: Unit::None,
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// A datum whose encoded size is exactly `size` (size >= overhead of a bare datum).
+    fn datum_of_size(size: usize) -> Datum {
+        let mut d = datum(0);
+        d.dimensions.clear();
+        d.name = "x".repeat(size - DATUM_OVERHEAD);
+        assert_eq!(encoded_size(&d), size);
+        d
+    }
+
+    fn sizes(batches: &[Vec<Datum>]) -> Vec<usize> {
+        batches.iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn nothing_in_nothing_out() {
+        assert!(split(vec![], NS).is_empty());
+    }
+
+    #[test]
+    fn exactly_1000_datums_is_one_request() {
+        let batches = split((0..1000).map(datum).collect(), NS);
+        assert_eq!(sizes(&batches), [1000]);
+    }
+
+    #[test]
+    fn the_1001st_datum_starts_a_second_request_and_order_is_kept() {
+        let batches = split((0..2001).map(datum).collect(), NS);
+        assert_eq!(sizes(&batches), [1000, 1000, 1]);
+        let values: Vec<f64> = batches.iter().flatten().map(|d| d.value).collect();
+        assert_eq!(values, (0..2001).map(|i| i as f64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_batch_filling_exactly_1_mb_is_one_request() {
+        let room = MAX_BODY_BYTES - request_overhead(NS);
+        // 4 datums that fill the body to the byte.
+        let each = room / 4;
+        let mut ds: Vec<Datum> = (0..3).map(|_| datum_of_size(each)).collect();
+        ds.push(datum_of_size(room - 3 * each));
+        let batches = split(ds, NS);
+        assert_eq!(sizes(&batches), [4]);
+    }
+
+    #[test]
+    fn one_byte_over_1_mb_starts_a_new_request() {
+        let room = MAX_BODY_BYTES - request_overhead(NS);
+        let each = room / 4;
+        let mut ds: Vec<Datum> = (0..3).map(|_| datum_of_size(each)).collect();
+        ds.push(datum_of_size(room - 3 * each + 1));
+        let batches = split(ds, NS);
+        assert_eq!(sizes(&batches), [3, 1]);
+    }
+
+    #[test]
+    fn every_batch_respects_both_limits_with_mixed_sizes() {
+        let ds: Vec<Datum> = (0..5000)
+            .map(|i| datum_of_size(DATUM_OVERHEAD + 1 + (i * 7919) % 4000))
+            .collect();
+        let batches = split(ds, NS);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 5000);
+        for b in &batches {
+            assert!(b.len() <= MAX_DATUMS);
+            let bytes: usize = request_overhead(NS) + b.iter().map(encoded_size).sum::<usize>();
+            assert!(bytes <= MAX_BODY_BYTES, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn dimensions_count_towards_size() {
+        let mut d = datum(0);
+        let bare = encoded_size(&d);
+        d.dimensions.insert("Sku".into(), "t3.micro".into());
+        assert_eq!(encoded_size(&d), bare + DIMENSION_OVERHEAD + 3 + 8);
+    }
+}

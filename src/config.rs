@@ -1,0 +1,837 @@
+//! The agent's configuration: read from the environment with envy, validated before anything
+//! runs.
+//!
+//! Every variable is read as text first so that all problems can be reported together, each
+//! naming the variable, its bad value and what is expected. Only the agent's own variables are
+//! ever echoed; AWS credentials are left to the SDK and never pass through here.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::basket::{self, Resource};
+
+/// The exit code for bad configuration (EX_CONFIG from sysexits.h).
+pub const EXIT_CONFIG: i32 = 78;
+
+/// One configuration variable as the docs and `--help` present it.
+pub struct Variable {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every variable the agent reads itself; the AWS SDK reads its own (credentials,
+/// AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS, AWS_PROFILE, ...).
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "AWS_REGION",
+        default: "SDK chain",
+        meaning: "region CloudWatch is written to; else profile, ECS or IMDS",
+    },
+    Variable {
+        name: "CLOUDWATCH_NAMESPACE",
+        default: "FinFocus/Plugins",
+        meaning: "namespace of every metric; 1-255 chars, not AWS/...",
+    },
+    Variable {
+        name: "SCHEDULE",
+        default: "0 * * * * *",
+        meaning: "cron with a seconds field (sec min hour dom mon dow), UTC",
+    },
+    Variable {
+        name: "PLUGIN_HOST",
+        default: "127.0.0.1",
+        meaning: "host of the plugin fleet, with PLUGIN_PORTS",
+    },
+    Variable {
+        name: "PLUGIN_PORTS",
+        default: "8001-8012",
+        meaning: "ports to discover regional plugins on: ranges and lists, 8001-8010,8012",
+    },
+    Variable {
+        name: "PLUGIN_TARGETS",
+        default: "",
+        meaning: "explicit targets instead: region=http://host:port,...",
+    },
+    Variable {
+        name: "COST_RESOURCES",
+        default: "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100",
+        meaning: "basket priced in every region: type:sku[?tag=value&...],...; none disables",
+    },
+    Variable {
+        name: "TARGET_TIMEOUT",
+        default: "5s",
+        meaning: "time budget of one target in one cycle (health, info and cost)",
+    },
+    Variable {
+        name: "SHUTDOWN_TIMEOUT",
+        default: "10s",
+        meaning: "after SIGTERM, time to finish the cycle and flush the queue",
+    },
+    Variable {
+        name: "QUEUE_MAX_DATUMS",
+        default: "50000",
+        meaning: "datums kept in memory while CloudWatch is unreachable; oldest dropped first",
+    },
+    Variable {
+        name: "LOG_FORMAT",
+        default: "json",
+        meaning: "json (one object per line) or text",
+    },
+    Variable {
+        name: "LOG_LEVEL",
+        default: "info",
+        meaning: "error, warn, info, debug or trace; RUST_LOG directives take precedence",
+    },
+];
+
+pub const DEFAULT_NAMESPACE: &str = "FinFocus/Plugins";
+pub const DEFAULT_SCHEDULE: &str = "0 * * * * *";
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORTS: &str = "8001-8012";
+pub const DEFAULT_BASKET: &str = "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100";
+
+/// Where the plugins are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Probe these ports; each plugin says which region it serves.
+    Discover { host: String, ports: Vec<u16> },
+    /// These targets are expected, each under the region given.
+    Explicit(Vec<ExplicitTarget>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExplicitTarget {
+    pub region: String,
+    /// `http://host:port`, without a trailing slash.
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A validated cron schedule, parsed exactly as tokio-cron-scheduler parses it.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expr: String,
+    cron: croner::Cron,
+}
+
+impl Schedule {
+    pub fn parse(expr: &str) -> Result<Self, String> {
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(expr)
+            .map(|cron| Schedule {
+                expr: expr.to_string(),
+                cron,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// The first tick strictly after `t`.
+    pub fn next_after(&self, t: SystemTime) -> Option<SystemTime> {
+        let t: chrono::DateTime<chrono::Utc> = t.into();
+        self.cron
+            .find_next_occurrence(&t, false)
+            .ok()
+            .map(SystemTime::from)
+    }
+
+    /// The gap between the next two ticks after `t`: how long one cycle may take.
+    pub fn interval_after(&self, t: SystemTime) -> Option<Duration> {
+        let a = self.next_after(t)?;
+        let b = self.next_after(a)?;
+        b.duration_since(a).ok()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// AWS_REGION when set; otherwise the SDK's chain decides.
+    pub region: Option<String>,
+    pub namespace: String,
+    pub schedule: Schedule,
+    pub targets: Targets,
+    pub basket: Vec<Resource>,
+    pub target_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub queue_max_datums: usize,
+    pub log_format: LogFormat,
+    /// A tracing EnvFilter directive string.
+    pub log_filter: String,
+}
+
+/// One bad variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+/// Every problem found in the environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration:")?;
+        for p in &self.problems {
+            write!(f, " {}={:?}: {};", p.variable, p.value, p.expected)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    pub fn variables(&self) -> Vec<&'static str> {
+        self.problems.iter().map(|p| p.variable).collect()
+    }
+}
+
+/// The agent's variables as envy reads them: text, so each is validated on its own.
+#[derive(Debug, Default, Deserialize)]
+struct Raw {
+    aws_region: Option<String>,
+    cloudwatch_namespace: Option<String>,
+    schedule: Option<String>,
+    plugin_host: Option<String>,
+    plugin_ports: Option<String>,
+    plugin_targets: Option<String>,
+    cost_resources: Option<String>,
+    target_timeout: Option<String>,
+    shutdown_timeout: Option<String>,
+    queue_max_datums: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    rust_log: Option<String>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut vars = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            match v.into_string() {
+                Ok(v) => vars.push((k.to_string(), v)),
+                Err(_) => {
+                    if let Some(var) = VARIABLES.iter().find(|var| var.name == k) {
+                        problems.push(Problem {
+                            variable: var.name,
+                            value: "<not UTF-8>".into(),
+                            expected: "UTF-8 text".into(),
+                        });
+                    }
+                }
+            }
+        }
+        let config = Self::from_vars(vars);
+        match (config, problems.is_empty()) {
+            (Ok(c), true) => Ok(c),
+            (Ok(_), false) => Err(ConfigError { problems }),
+            (Err(mut e), _) => {
+                e.problems.extend(problems);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the configuration from `vars` (name, value) pairs. Empty values count as unset,
+    /// as `docker run -e NAME=` and compose files produce them.
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let raw: Raw = envy::from_iter(vars.into_iter().filter(|(_, v)| !v.trim().is_empty()))
+            .expect("every field is an optional string");
+        let mut problems = Vec::new();
+        let mut bad = |variable: &'static str, value: &str, expected: String| {
+            problems.push(Problem {
+                variable,
+                value: shorten(value),
+                expected,
+            })
+        };
+
+        let region = raw.aws_region.clone();
+        if let Some(r) = &region {
+            if !is_region(r) {
+                bad(
+                    "AWS_REGION",
+                    r,
+                    "an AWS region name such as us-east-1".into(),
+                );
+            }
+        }
+
+        let namespace = raw
+            .cloudwatch_namespace
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+        if let Err(why) = check_namespace(&namespace) {
+            bad("CLOUDWATCH_NAMESPACE", &namespace, why);
+        }
+
+        let schedule_expr = raw.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.into());
+        let schedule = match Schedule::parse(&schedule_expr) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                bad(
+                    "SCHEDULE",
+                    &schedule_expr,
+                    format!(
+                        "a cron expression with six fields, seconds first, e.g. \"0 * * * * *\" ({why})"
+                    ),
+                );
+                None
+            }
+        };
+
+        let targets = match raw.plugin_targets {
+            Some(spec) => {
+                for (name, value) in [
+                    ("PLUGIN_HOST", &raw.plugin_host),
+                    ("PLUGIN_PORTS", &raw.plugin_ports),
+                ] {
+                    if let Some(v) = value {
+                        bad(
+                            name,
+                            v,
+                            "unset when PLUGIN_TARGETS is set: use one way to name targets".into(),
+                        );
+                    }
+                }
+                match parse_targets(&spec) {
+                    Ok(t) => Some(Targets::Explicit(t)),
+                    Err(why) => {
+                        bad("PLUGIN_TARGETS", &spec, why);
+                        None
+                    }
+                }
+            }
+            None => {
+                let host = raw.plugin_host.unwrap_or_else(|| DEFAULT_HOST.into());
+                let host_ok = is_host(&host);
+                if !host_ok {
+                    bad(
+                        "PLUGIN_HOST",
+                        &host,
+                        "a host name or IP address, without scheme or port".into(),
+                    );
+                }
+                let ports_spec = raw.plugin_ports.unwrap_or_else(|| DEFAULT_PORTS.into());
+                match parse_ports(&ports_spec) {
+                    Ok(ports) if host_ok => Some(Targets::Discover { host, ports }),
+                    Ok(_) => None,
+                    Err(why) => {
+                        bad("PLUGIN_PORTS", &ports_spec, why);
+                        None
+                    }
+                }
+            }
+        };
+
+        let basket_spec = raw.cost_resources.unwrap_or_else(|| DEFAULT_BASKET.into());
+        let basket = match basket::parse(&basket_spec) {
+            Ok(b) => Some(b),
+            Err(errors) => {
+                let why = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                bad(
+                    "COST_RESOURCES",
+                    &basket_spec,
+                    format!("type:sku[?tag=value&...] entries, comma separated: {why}"),
+                );
+                None
+            }
+        };
+
+        let mut duration = |name: &'static str, raw: Option<String>, default: Duration| {
+            let Some(text) = raw else {
+                return Some(default);
+            };
+            match humantime::parse_duration(text.trim()) {
+                Ok(d) if !d.is_zero() && d <= Duration::from_secs(3600) => Some(d),
+                Ok(_) => {
+                    bad(name, &text, "a duration from 1ms to 1h".into());
+                    None
+                }
+                Err(e) => {
+                    bad(name, &text, format!("a duration such as 5s or 500ms ({e})"));
+                    None
+                }
+            }
+        };
+        let target_timeout = duration("TARGET_TIMEOUT", raw.target_timeout, Duration::from_secs(5));
+        let shutdown_timeout = duration(
+            "SHUTDOWN_TIMEOUT",
+            raw.shutdown_timeout,
+            Duration::from_secs(10),
+        );
+
+        let queue_max_datums = match raw.queue_max_datums {
+            None => Some(50_000),
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(n) if n <= 10_000_000 => Some(n),
+                _ => {
+                    bad(
+                        "QUEUE_MAX_DATUMS",
+                        &text,
+                        "a whole number from 0 to 10000000".into(),
+                    );
+                    None
+                }
+            },
+        };
+
+        let log_format = match raw.log_format.as_deref().map(str::trim) {
+            None | Some("json") => Some(LogFormat::Json),
+            Some("text") => Some(LogFormat::Text),
+            Some(other) => {
+                bad("LOG_FORMAT", other, "json or text".into());
+                None
+            }
+        };
+
+        let log_filter = match (raw.rust_log, raw.log_level) {
+            (Some(directives), _) => {
+                match tracing_subscriber::EnvFilter::builder().parse(&directives) {
+                    Ok(_) => Some(directives),
+                    Err(e) => {
+                        bad(
+                            "RUST_LOG",
+                            &directives,
+                            format!(
+                                "tracing filter directives such as info,cloudwatch_publisher=debug ({e})"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(level)) => {
+                let level = level.trim().to_ascii_lowercase();
+                if ["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                    Some(level)
+                } else {
+                    bad(
+                        "LOG_LEVEL",
+                        &level,
+                        "one of error, warn, info, debug, trace".into(),
+                    );
+                    None
+                }
+            }
+            (None, None) => Some("info".into()),
+        };
+
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        // Every None above pushed a problem, so all are Some here.
+        Ok(Config {
+            region,
+            namespace,
+            schedule: schedule.expect("validated"),
+            targets: targets.expect("validated"),
+            basket: basket.expect("validated"),
+            target_timeout: target_timeout.expect("validated"),
+            shutdown_timeout: shutdown_timeout.expect("validated"),
+            queue_max_datums: queue_max_datums.expect("validated"),
+            log_format: log_format.expect("validated"),
+            log_filter: log_filter.expect("validated"),
+        })
+    }
+}
+
+/// Keeps error messages readable when a value is very long.
+fn shorten(value: &str) -> String {
+    const MAX: usize = 200;
+    if value.chars().count() <= MAX {
+        value.to_string()
+    } else {
+        let cut: String = value.chars().take(MAX).collect();
+        format!("{cut}...")
+    }
+}
+
+/// `us-east-1`, `us-gov-west-1`, `cn-north-1`: two letters, words, a number.
+pub fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && parts[1..parts.len() - 1].iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && !parts[parts.len() - 1].is_empty()
+}
+
+fn check_namespace(ns: &str) -> Result<(), String> {
+    let len = ns.chars().count();
+    if len == 0 || len > 255 {
+        return Err("1 to 255 characters".into());
+    }
+    if ns.starts_with("AWS/") {
+        return Err("a custom namespace: AWS/ is reserved for AWS services".into());
+    }
+    if !ns.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err("printable ASCII characters".into());
+    }
+    Ok(())
+}
+
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+}
+
+/// `8001-8012`, `8001,8003`, `8001-8009,8012`: distinct ports in the order given.
+pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {
+    const EXPECTED: &str =
+        "ports 1-65535 as a comma-separated list of ports and ranges, e.g. 8001-8012";
+    let mut ports = Vec::new();
+    let mut seen = BTreeSet::new();
+    for part in spec.split(',').map(str::trim) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
+            return Err(format!("{EXPECTED} ({part:?} is not a port or range)"));
+        };
+        if lo == 0 || lo > hi {
+            return Err(format!("{EXPECTED} ({part:?} is empty or reversed)"));
+        }
+        for p in lo..=hi {
+            if seen.insert(p) {
+                ports.push(p);
+            }
+        }
+    }
+    if ports.len() > 1024 {
+        return Err(format!("{EXPECTED} (at most 1024 ports)"));
+    }
+    Ok(ports)
+}
+
+/// `us-east-1=http://127.0.0.1:8001,...`.
+pub fn parse_targets(spec: &str) -> Result<Vec<ExplicitTarget>, String> {
+    const EXPECTED: &str = "region=http://host:port pairs, comma separated";
+    let mut targets: Vec<ExplicitTarget> = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        let Some((region, url)) = part.split_once('=') else {
+            return Err(format!("{EXPECTED} ({part:?} has no '=')"));
+        };
+        let (region, url) = (region.trim(), url.trim());
+        if !is_region(region) {
+            return Err(format!(
+                "{EXPECTED} ({region:?} is not a region name such as us-east-1)"
+            ));
+        }
+        let base_url = parse_base_url(url).map_err(|why| format!("{EXPECTED} ({url:?}: {why})"))?;
+        if targets.iter().any(|t| t.region == region) {
+            return Err(format!("{EXPECTED} ({region} is listed twice)"));
+        }
+        targets.push(ExplicitTarget {
+            region: region.to_string(),
+            base_url,
+        });
+    }
+    Ok(targets)
+}
+
+fn parse_base_url(url: &str) -> Result<String, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("the plugins serve plain http on the local network; use http://".into());
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("a host is needed".into());
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("give only scheme, host and port".into());
+    }
+    if authority.as_str().contains('@') {
+        return Err("credentials in the URL are not supported".into());
+    }
+    Ok(format!("http://{authority}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn ok(pairs: &[(&str, &str)]) -> Config {
+        Config::from_vars(vars(pairs)).expect("valid")
+    }
+
+    fn bad(pairs: &[(&str, &str)]) -> ConfigError {
+        Config::from_vars(vars(pairs)).expect_err("invalid")
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = ok(&[]);
+        assert_eq!(c.region, None);
+        assert_eq!(c.namespace, "FinFocus/Plugins");
+        assert_eq!(c.schedule.expr, "0 * * * * *");
+        assert_eq!(
+            c.targets,
+            Targets::Discover {
+                host: "127.0.0.1".into(),
+                ports: (8001..=8012).collect()
+            }
+        );
+        assert_eq!(c.basket.len(), 3);
+        assert_eq!(c.target_timeout, Duration::from_secs(5));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.queue_max_datums, 50_000);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_filter, "info");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let c = ok(&[("SCHEDULE", ""), ("PLUGIN_TARGETS", " ")]);
+        assert_eq!(c.schedule.expr, DEFAULT_SCHEDULE);
+        assert!(matches!(c.targets, Targets::Discover { .. }));
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = ok(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("CLOUDWATCH_NAMESPACE", "Team/Costs"),
+            ("SCHEDULE", "*/10 * * * * *"),
+            ("PLUGIN_HOST", "plugins.local"),
+            ("PLUGIN_PORTS", "9001-9002,9005"),
+            ("COST_RESOURCES", "s3:STANDARD?size=10"),
+            ("TARGET_TIMEOUT", "750ms"),
+            ("SHUTDOWN_TIMEOUT", "30s"),
+            ("QUEUE_MAX_DATUMS", "10"),
+            ("LOG_FORMAT", "text"),
+            ("LOG_LEVEL", "DEBUG"),
+        ]);
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.namespace, "Team/Costs");
+        assert_eq!(
+            c.targets,
+            Targets::Discover {
+                host: "plugins.local".into(),
+                ports: vec![9001, 9002, 9005]
+            }
+        );
+        assert_eq!(c.basket[0].sku, "STANDARD");
+        assert_eq!(c.target_timeout, Duration::from_millis(750));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.queue_max_datums, 10);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_filter, "debug");
+    }
+
+    #[test]
+    fn rust_log_wins_over_log_level() {
+        let c = ok(&[
+            ("LOG_LEVEL", "warn"),
+            ("RUST_LOG", "info,cloudwatch_publisher=debug"),
+        ]);
+        assert_eq!(c.log_filter, "info,cloudwatch_publisher=debug");
+    }
+
+    #[test]
+    fn every_bad_variable_is_named_at_once() {
+        let e = bad(&[
+            ("AWS_REGION", "Mars"),
+            ("CLOUDWATCH_NAMESPACE", "AWS/EC2"),
+            ("SCHEDULE", "every minute"),
+            ("PLUGIN_PORTS", "8012-8001"),
+            ("COST_RESOURCES", "ec2"),
+            ("TARGET_TIMEOUT", "soon"),
+            ("SHUTDOWN_TIMEOUT", "0s"),
+            ("QUEUE_MAX_DATUMS", "-1"),
+            ("LOG_FORMAT", "xml"),
+            ("LOG_LEVEL", "loud"),
+        ]);
+        assert_eq!(
+            e.variables(),
+            [
+                "AWS_REGION",
+                "CLOUDWATCH_NAMESPACE",
+                "SCHEDULE",
+                "PLUGIN_PORTS",
+                "COST_RESOURCES",
+                "TARGET_TIMEOUT",
+                "SHUTDOWN_TIMEOUT",
+                "QUEUE_MAX_DATUMS",
+                "LOG_FORMAT",
+                "LOG_LEVEL",
+            ]
+        );
+        let text = e.to_string();
+        assert!(text.contains("SCHEDULE=\"every minute\""), "{text}");
+        assert!(text.contains("seconds first"), "{text}");
+        assert!(text.contains("AWS/ is reserved"), "{text}");
+    }
+
+    #[test]
+    fn a_good_variable_beside_a_bad_one_is_not_reported() {
+        let e = bad(&[("SCHEDULE", "*/5 * * * * *"), ("TARGET_TIMEOUT", "5")]);
+        assert_eq!(e.variables(), ["TARGET_TIMEOUT"]);
+    }
+
+    #[test]
+    fn five_field_cron_is_rejected_because_seconds_are_required() {
+        assert_eq!(bad(&[("SCHEDULE", "* * * * *")]).variables(), ["SCHEDULE"]);
+    }
+
+    #[test]
+    fn namespace_limits() {
+        assert_eq!(
+            bad(&[("CLOUDWATCH_NAMESPACE", &"n".repeat(256))]).variables(),
+            ["CLOUDWATCH_NAMESPACE"]
+        );
+        ok(&[("CLOUDWATCH_NAMESPACE", &"n".repeat(255))]);
+        assert_eq!(
+            bad(&[("CLOUDWATCH_NAMESPACE", "tab\there")]).variables(),
+            ["CLOUDWATCH_NAMESPACE"]
+        );
+    }
+
+    #[test]
+    fn region_names() {
+        for good in ["us-east-1", "us-gov-west-1", "ap-southeast-2", "cn-north-1"] {
+            assert!(is_region(good), "{good}");
+        }
+        for bad in [
+            "",
+            "us-east",
+            "US-EAST-1",
+            "useast1",
+            "us--1",
+            "us-east-1a",
+            "x-y-1",
+        ] {
+            assert!(!is_region(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_lists_and_ranges() {
+        assert_eq!(parse_ports("8001-8003").unwrap(), [8001, 8002, 8003]);
+        assert_eq!(
+            parse_ports("8005, 8001-8002,8005").unwrap(),
+            [8005, 8001, 8002]
+        );
+        for bad in ["", "0", "8001-", "abc", "70000", "9-1", "1-2000"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn explicit_targets() {
+        let c = ok(&[(
+            "PLUGIN_TARGETS",
+            "us-east-1=http://127.0.0.1:8001, us-west-1=http://plugins:8010/",
+        )]);
+        assert_eq!(
+            c.targets,
+            Targets::Explicit(vec![
+                ExplicitTarget {
+                    region: "us-east-1".into(),
+                    base_url: "http://127.0.0.1:8001".into()
+                },
+                ExplicitTarget {
+                    region: "us-west-1".into(),
+                    base_url: "http://plugins:8010".into()
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_explicit_targets_say_why() {
+        for (spec, why) in [
+            ("us-east-1", "no '='"),
+            ("east=http://a:1", "not a region"),
+            ("us-east-1=https://a:1", "plain http"),
+            ("us-east-1=http://a:1/x", "only scheme"),
+            ("us-east-1=http://u:p@a:1", "credentials"),
+            ("us-east-1=http://a:1,us-east-1=http://a:2", "twice"),
+        ] {
+            let e = bad(&[("PLUGIN_TARGETS", spec)]);
+            assert_eq!(e.variables(), ["PLUGIN_TARGETS"]);
+            assert!(e.problems[0].expected.contains(why), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn targets_and_ports_together_are_ambiguous() {
+        let e = bad(&[
+            ("PLUGIN_TARGETS", "us-east-1=http://127.0.0.1:8001"),
+            ("PLUGIN_PORTS", "8001"),
+        ]);
+        assert_eq!(e.variables(), ["PLUGIN_PORTS"]);
+    }
+
+    #[test]
+    fn bad_host_is_named() {
+        assert_eq!(
+            bad(&[("PLUGIN_HOST", "http://x")]).variables(),
+            ["PLUGIN_HOST"]
+        );
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let e = bad(&[("SCHEDULE", &"x".repeat(5000))]);
+        assert!(e.problems[0].value.len() < 300);
+    }
+
+    #[test]
+    fn variables_table_lists_each_variable_once() {
+        let names: BTreeSet<_> = VARIABLES.iter().map(|v| v.name).collect();
+        assert_eq!(names.len(), VARIABLES.len());
+    }
+
+    #[test]
+    fn schedule_ticks() {
+        let s = Schedule::parse("*/15 * * * * *").unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_001);
+        let next = s.next_after(t).unwrap();
+        assert_eq!(
+            next.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                % 15,
+            0
+        );
+        assert_eq!(s.interval_after(t), Some(Duration::from_secs(15)));
+    }
+}

@@ -1,0 +1,150 @@
+//! The `cloudwatch-publisher` command: parses the command line, validates the environment,
+//! wires source, transform and sink together and hands them to the scheduler.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use aws_config::BehaviorVersion;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use tracing::{error, info, warn};
+
+use cloudwatch_publisher::config::{self, Config, EXIT_CONFIG, LogFormat};
+use cloudwatch_publisher::cycle::Agent;
+use cloudwatch_publisher::logging;
+use cloudwatch_publisher::scheduler;
+use cloudwatch_publisher::shutdown::Shutdown;
+use cloudwatch_publisher::sink::{CloudWatchSink, DryRunSink, Sink};
+
+/// Publishes FinFocus cost-plugin health and projected cost to Amazon CloudWatch on a cron
+/// schedule. Configuration comes from the environment (see below).
+#[derive(Debug, Parser)]
+#[command(name = "cloudwatch-publisher", version)]
+struct Cli {
+    /// Run one cycle and exit: 0 when publishing succeeded, 1 when it failed, 78 on bad
+    /// configuration.
+    #[arg(long)]
+    once: bool,
+    /// Print the datums as JSON lines on stdout instead of calling AWS (logs go to stderr);
+    /// needs no credentials or region.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn after_help() -> String {
+    let mut text = String::from("Environment:\n");
+    for v in config::VARIABLES {
+        let default = if v.default.is_empty() {
+            "unset".to_string()
+        } else {
+            v.default.to_string()
+        };
+        text.push_str(&format!(
+            "  {:<22} {}\n  {:<22} default: {}\n",
+            v.name, v.meaning, "", default
+        ));
+    }
+    text.push_str(
+        "  AWS_* SDK variables    credentials chain, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS\n\n\
+         Exit codes:\n  0   success (or stopped by SIGTERM/SIGINT)\n  1   publishing failed (--once)\n  \
+         78  invalid configuration\n  130/143  second SIGINT/SIGTERM during shutdown\n",
+    );
+    text
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().after_help(after_help()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            error!(error = format!("{e:#}"), "agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            // Logging is not configured yet (its own variables may be the bad ones).
+            let format = match std::env::var("LOG_FORMAT").as_deref() {
+                Ok("text") => LogFormat::Text,
+                _ => LogFormat::Json,
+            };
+            logging::init(format, "info", cli.dry_run);
+            error!(variables = ?e.variables(), "{e}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    logging::init(config.log_format, &config.log_filter, cli.dry_run);
+
+    let sink = if cli.dry_run {
+        Sink::DryRun(DryRunSink)
+    } else {
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let Some(region) = sdk.region() else {
+            error!(
+                variables = ?["AWS_REGION"],
+                "invalid configuration: AWS_REGION is unset and no region was found in the profile, ECS or IMDS: set AWS_REGION, e.g. AWS_REGION=us-east-1"
+            );
+            return Ok(EXIT_CONFIG);
+        };
+        info!(region = %region, endpoint = ?sdk.endpoint_url(), "CloudWatch client ready");
+        Sink::CloudWatch(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)))
+    };
+
+    let targets = cloudwatch_publisher::source::Target::from_config(&config.targets);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        namespace = %config.namespace,
+        schedule = %config.schedule.expr,
+        targets = targets.len(),
+        basket = config.basket.len(),
+        target_timeout_ms = config.target_timeout.as_millis() as u64,
+        dry_run = cli.dry_run,
+        once = cli.once,
+        "starting"
+    );
+    if let Some(interval) = config
+        .schedule
+        .interval_after(std::time::SystemTime::now())
+        .filter(|i| *i <= config.target_timeout)
+    {
+        warn!(
+            interval_ms = interval.as_millis() as u64,
+            target_timeout_ms = config.target_timeout.as_millis() as u64,
+            "TARGET_TIMEOUT is not shorter than the schedule interval: a hung plugin makes cycles skip ticks"
+        );
+    }
+
+    let mut shutdown = Shutdown::install().context("installing signal handlers")?;
+    let mut agent = Agent::new(&config, sink);
+    if cli.once {
+        return Ok(scheduler::run_once(
+            &mut agent,
+            &config.schedule,
+            &mut shutdown,
+            config.shutdown_timeout,
+        )
+        .await);
+    }
+    let code = scheduler::run_scheduled(
+        agent,
+        config.schedule.clone(),
+        &mut shutdown,
+        config.shutdown_timeout,
+    )
+    .await?;
+    Ok(code)
+}

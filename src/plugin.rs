@@ -1,0 +1,392 @@
+//! The client side of the FinFocus plugin contract (`shared/plugin-contract.md`):
+//! `GET /healthz`, and the Connect unary JSON RPCs GetPluginInfo and GetProjectedCost.
+//!
+//! Every call is bounded by a deadline, so one hung plugin costs its own time budget and no
+//! more. Responses are protobuf JSON: lowerCamelCase names, zero values omitted (they read as
+//! 0 here), unknown fields ignored.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Deserializer};
+use tokio::time::Instant;
+
+use crate::basket::Resource;
+
+/// Larger answers than this are not a plugin talking.
+const MAX_BODY: usize = 1 << 20;
+const SERVICE: &str = "finfocus.v1.CostSourceService";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Transport(String),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// A Connect error body: `{"code": ..., "message": ...}`.
+    #[error("{code} (HTTP {status}): {message}")]
+    Connect {
+        code: String,
+        message: String,
+        status: u16,
+    },
+    #[error("unreadable response: {0}")]
+    Decode(String),
+}
+
+/// The outcome of one health probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub healthy: bool,
+    /// Set when the plugin answered, whatever it answered.
+    pub latency: Option<Duration>,
+    pub error: Option<CallError>,
+}
+
+/// GetPluginInfo, reduced to what the agent uses.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PluginInfo {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl PluginInfo {
+    pub fn region(&self) -> Option<&str> {
+        self.metadata
+            .as_ref()?
+            .get("region")
+            .map(String::as_str)
+            .filter(|r| !r.is_empty())
+    }
+}
+
+/// GetProjectedCost, reduced to what the agent publishes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProjectedCost {
+    #[serde(deserialize_with = "proto_double")]
+    pub unit_price: f64,
+    pub currency: Option<String>,
+    #[serde(deserialize_with = "proto_double")]
+    pub cost_per_month: f64,
+    pub impact_metrics: Option<Vec<ImpactMetric>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ImpactMetric {
+    /// Enum name; protobuf JSON may also send the number, which reads as None here.
+    #[serde(deserialize_with = "enum_name")]
+    pub kind: Option<String>,
+    #[serde(deserialize_with = "proto_double")]
+    pub value: f64,
+    pub unit: Option<String>,
+}
+
+impl ProjectedCost {
+    /// Proto3 omits an empty currency; the plugin prices in USD.
+    pub fn currency(&self) -> &str {
+        self.currency
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .unwrap_or("USD")
+    }
+
+    /// The carbon footprint in gCO2e, when reported.
+    pub fn carbon_grams(&self) -> Option<f64> {
+        self.impact_metrics
+            .iter()
+            .flatten()
+            .find(|m| m.kind.as_deref() == Some("METRIC_KIND_CARBON_FOOTPRINT"))
+            .map(|m| m.value)
+    }
+}
+
+/// Protobuf JSON writes doubles as numbers, or as strings ("NaN", "Infinity", "1.5").
+fn proto_double<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Double {
+        Number(f64),
+        Text(String),
+        Null(()),
+    }
+    match Double::deserialize(d)? {
+        Double::Number(n) => Ok(n),
+        Double::Null(()) => Ok(0.0),
+        Double::Text(s) => match s.as_str() {
+            "NaN" => Ok(f64::NAN),
+            "Infinity" => Ok(f64::INFINITY),
+            "-Infinity" => Ok(f64::NEG_INFINITY),
+            other => other.parse().map_err(serde::de::Error::custom),
+        },
+    }
+}
+
+fn enum_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct ConnectErrorBody {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// Talks to plugins over plain HTTP/1.1 with pooled connections.
+#[derive(Clone)]
+pub struct PluginClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for PluginClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PluginClient {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        PluginClient { http }
+    }
+
+    /// `GET /healthz`: healthy on 200 only.
+    pub async fn health(&self, base: &str, deadline: Instant) -> Health {
+        let started = Instant::now();
+        let request = Request::get(format!("{base}/healthz"))
+            .body(Full::new(Bytes::new()))
+            .expect("static request");
+        match self.send(request, deadline).await {
+            Ok((status, _)) => {
+                let latency = Some(started.elapsed());
+                if status == StatusCode::OK {
+                    Health {
+                        healthy: true,
+                        latency,
+                        error: None,
+                    }
+                } else {
+                    Health {
+                        healthy: false,
+                        latency,
+                        error: Some(CallError::Status(status.as_u16())),
+                    }
+                }
+            }
+            Err(e) => Health {
+                healthy: false,
+                latency: None,
+                error: Some(e),
+            },
+        }
+    }
+
+    pub async fn plugin_info(
+        &self,
+        base: &str,
+        deadline: Instant,
+    ) -> Result<PluginInfo, CallError> {
+        self.rpc(base, "GetPluginInfo", b"{}".to_vec(), deadline)
+            .await
+    }
+
+    pub async fn projected_cost(
+        &self,
+        base: &str,
+        region: &str,
+        resource: &Resource,
+        deadline: Instant,
+    ) -> Result<ProjectedCost, CallError> {
+        let mut body = serde_json::json!({
+            "resource": {
+                "provider": "aws",
+                "resource_type": resource.resource_type,
+                "sku": resource.sku,
+                "region": region,
+            }
+        });
+        if !resource.tags.is_empty() {
+            body["resource"]["tags"] = serde_json::json!(resource.tags);
+        }
+        let body = serde_json::to_vec(&body).expect("JSON of strings");
+        self.rpc(base, "GetProjectedCost", body, deadline).await
+    }
+
+    async fn rpc<T: for<'de> Deserialize<'de>>(
+        &self,
+        base: &str,
+        method: &str,
+        body: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<T, CallError> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{base}/{SERVICE}/{method}"))
+            .header("content-type", "application/json")
+            .header("connect-protocol-version", "1")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let (status, bytes) = self.send(request, deadline).await?;
+        if status == StatusCode::OK {
+            serde_json::from_slice(&bytes).map_err(|e| CallError::Decode(e.to_string()))
+        } else {
+            let parsed: ConnectErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+            Err(CallError::Connect {
+                code: parsed
+                    .code
+                    .unwrap_or_else(|| code_for_status(status).to_string()),
+                message: parsed.message.unwrap_or_default(),
+                status: status.as_u16(),
+            })
+        }
+    }
+
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| CallError::Transport(error_chain(&e)))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| CallError::Decode(e.to_string()))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout_at(deadline, exchange)
+            .await
+            .unwrap_or(Err(CallError::Timeout))
+    }
+}
+
+/// The Connect protocol's mapping of HTTP status to code, for bodies that carry none.
+fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "internal",
+        401 => "unauthenticated",
+        403 => "permission_denied",
+        404 => "unimplemented",
+        429 | 502 | 503 | 504 => "unavailable",
+        _ => "unknown",
+    }
+}
+
+/// hyper's errors say "client error (Connect)"; the cause says what happened.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_documented_cost_answer() {
+        let c: ProjectedCost = serde_json::from_str(
+            r#"{"unitPrice":0.0104,"currency":"USD","costPerMonth":7.592,
+            "billingDetail":"On-demand Linux, Shared tenancy, 730 hrs/month",
+            "impactMetrics":[{"kind":"METRIC_KIND_CARBON_FOOTPRINT","value":3507.6,"unit":"gCO2e"}],
+            "costBreakdown":{"compute":7.592}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.unit_price, 0.0104);
+        assert_eq!(c.cost_per_month, 7.592);
+        assert_eq!(c.currency(), "USD");
+        assert_eq!(c.carbon_grams(), Some(3507.6));
+    }
+
+    #[test]
+    fn omitted_zero_fields_read_as_zero() {
+        let c: ProjectedCost = serde_json::from_str(r#"{"currency":"USD"}"#).unwrap();
+        assert_eq!((c.unit_price, c.cost_per_month), (0.0, 0.0));
+        assert_eq!(c.carbon_grams(), None);
+        let c: ProjectedCost = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.currency(), "USD");
+    }
+
+    #[test]
+    fn unknown_fields_and_other_impact_kinds_are_ignored() {
+        let c: ProjectedCost = serde_json::from_str(
+            r#"{"costPerMonth":1,"growthType":"GROWTH_TYPE_LINEAR","expiresAt":"2026-01-01T00:00:00Z",
+            "impactMetrics":[{"kind":"METRIC_KIND_ENERGY","value":5},{"kind":3,"value":9}],
+            "pricingCategory":"PRICING_CATEGORY_STANDARD","metadata":{"a":"b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cost_per_month, 1.0);
+        assert_eq!(c.carbon_grams(), None);
+    }
+
+    #[test]
+    fn doubles_as_strings_and_null_follow_protobuf_json() {
+        let c: ProjectedCost =
+            serde_json::from_str(r#"{"unitPrice":"0.5","costPerMonth":"NaN","currency":null}"#)
+                .unwrap();
+        assert_eq!(c.unit_price, 0.5);
+        assert!(c.cost_per_month.is_nan());
+        assert_eq!(c.currency(), "USD");
+        let c: ProjectedCost = serde_json::from_str(r#"{"unitPrice":null}"#).unwrap();
+        assert_eq!(c.unit_price, 0.0);
+    }
+
+    #[test]
+    fn a_non_usd_currency_is_reported_as_such() {
+        let c: ProjectedCost = serde_json::from_str(r#"{"currency":"EUR"}"#).unwrap();
+        assert_eq!(c.currency(), "EUR");
+    }
+
+    #[test]
+    fn plugin_info_region() {
+        let i: PluginInfo = serde_json::from_str(
+            r#"{"name":"finfocus-plugin-aws-public","version":"0.1.8","specVersion":"v0.6.0",
+            "providers":["aws"],"metadata":{"region":"us-west-1","type":"public-pricing-fallback"}}"#,
+        )
+        .unwrap();
+        assert_eq!(i.region(), Some("us-west-1"));
+        let i: PluginInfo = serde_json::from_str(r#"{"metadata":{"region":""}}"#).unwrap();
+        assert_eq!(i.region(), None);
+        let i: PluginInfo = serde_json::from_str("{}").unwrap();
+        assert_eq!(i.region(), None);
+    }
+
+    #[test]
+    fn connect_codes_for_bare_statuses() {
+        assert_eq!(
+            code_for_status(StatusCode::SERVICE_UNAVAILABLE),
+            "unavailable"
+        );
+        assert_eq!(code_for_status(StatusCode::IM_A_TEAPOT), "unknown");
+    }
+}

@@ -1,0 +1,166 @@
+//! Runs cycles: on the cron SCHEDULE until a signal, or once (`--once`).
+//!
+//! A cycle may use the time up to the next tick, less a small margin, for publishing and
+//! retries, so it does not run into the next one. If it does overrun, the next tick is
+//! skipped and logged, never run twice at once: the agent sits behind a mutex that a tick
+//! only tries to take.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tracing::{error, info, warn};
+
+use crate::config::Schedule;
+use crate::cycle::Agent;
+use crate::shutdown::Shutdown;
+use crate::sink::MetricSink;
+
+/// Exit codes of the agent.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_PUBLISH_FAILED: i32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[error("scheduler: {0}")]
+pub struct SchedulerError(#[from] JobSchedulerError);
+
+/// When a cycle starting at `now` must stop trying to publish.
+pub fn cycle_deadline(schedule: &Schedule, now: SystemTime) -> Instant {
+    let interval = schedule
+        .interval_after(now)
+        .unwrap_or(Duration::from_secs(60));
+    let until_next = schedule
+        .next_after(now)
+        .and_then(|next| next.duration_since(now).ok())
+        .unwrap_or(interval);
+    let margin = (interval / 10).min(Duration::from_secs(1));
+    Instant::now() + until_next.saturating_sub(margin)
+}
+
+/// One cycle, then exit: 0 when everything collected was published (a down plugin is data,
+/// not failure), 1 when some datums could not be delivered.
+pub async fn run_once<S: MetricSink>(
+    agent: &mut Agent<S>,
+    schedule: &Schedule,
+    shutdown: &mut Shutdown,
+    shutdown_timeout: Duration,
+) -> i32 {
+    let now = SystemTime::now();
+    let budget = schedule
+        .interval_after(now)
+        .unwrap_or(Duration::from_secs(60));
+    let cycle = agent.run_cycle(Instant::now() + budget);
+    tokio::pin!(cycle);
+    let report = tokio::select! {
+        report = &mut cycle => report,
+        signal = shutdown.recv() => {
+            info!(signal = Shutdown::name(signal), "stopping: finishing the running cycle");
+            tokio::select! {
+                finished = tokio::time::timeout(shutdown_timeout, &mut cycle) => match finished {
+                    Ok(report) => report,
+                    Err(_) => {
+                        error!("SHUTDOWN_TIMEOUT passed before the cycle finished; its datums are lost");
+                        return EXIT_PUBLISH_FAILED;
+                    }
+                },
+                signal = shutdown.recv() => {
+                    warn!(signal = Shutdown::name(signal), "second signal: exiting now");
+                    return Shutdown::exit_code(signal);
+                }
+            }
+        }
+    };
+    if report.publish.failed || report.publish.queued > 0 {
+        error!(
+            undelivered = report.publish.queued,
+            "publishing failed; these datums are lost when --once exits"
+        );
+        EXIT_PUBLISH_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Cycles on `schedule`, the first one right away, until SIGTERM or SIGINT; then finishes
+/// the running cycle and flushes the queue within `shutdown_timeout`.
+pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
+    agent: Agent<S>,
+    schedule: Schedule,
+    shutdown: &mut Shutdown,
+    shutdown_timeout: Duration,
+) -> Result<i32, SchedulerError> {
+    let agent = Arc::new(Mutex::new(agent));
+    let mut scheduler = JobScheduler::new().await?;
+    let (job_agent, job_schedule) = (agent.clone(), schedule.clone());
+    let job = Job::new_async(schedule.expr.as_str(), move |_id, _scheduler| {
+        let (agent, schedule) = (job_agent.clone(), job_schedule.clone());
+        Box::pin(async move { tick(&agent, &schedule).await })
+    })?;
+    scheduler.add(job).await?;
+    scheduler.start().await?;
+    let first = agent.clone();
+    tokio::spawn(async move { tick(&first, &schedule).await });
+
+    let signal = shutdown.recv().await;
+    info!(
+        signal = Shutdown::name(signal),
+        "stopping: no new cycles; finishing the running cycle and flushing the queue"
+    );
+    scheduler.shutdown().await?;
+    let deadline = Instant::now() + shutdown_timeout;
+    let drain = async {
+        let mut agent = agent.lock().await;
+        agent.flush(deadline).await;
+        agent.queued()
+    };
+    tokio::select! {
+        drained = tokio::time::timeout_at(deadline, drain) => match drained {
+            Ok(0) => info!("stopped cleanly"),
+            Ok(left) => error!(lost = left, "stopped with datums CloudWatch did not take"),
+            Err(_) => error!("SHUTDOWN_TIMEOUT passed before the cycle and the queue were done; undelivered datums are lost"),
+        },
+        signal = shutdown.recv() => {
+            warn!(signal = Shutdown::name(signal), "second signal: exiting now");
+            return Ok(Shutdown::exit_code(signal));
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+async fn tick<S: MetricSink>(agent: &Mutex<Agent<S>>, schedule: &Schedule) {
+    let Ok(mut agent) = agent.try_lock() else {
+        warn!(
+            schedule = %schedule.expr,
+            "previous cycle still running; this tick is skipped"
+        );
+        return;
+    };
+    let deadline = cycle_deadline(schedule, SystemTime::now());
+    agent.run_cycle(deadline).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_stops_before_the_next_tick() {
+        let schedule = Schedule::parse("*/10 * * * * *").unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_003);
+        let left = cycle_deadline(&schedule, now) - Instant::now();
+        // Next tick in 7 s, margin 1 s.
+        assert!(left <= Duration::from_secs(6), "{left:?}");
+        assert!(left > Duration::from_millis(5900), "{left:?}");
+    }
+
+    #[test]
+    fn the_margin_is_a_tenth_of_short_intervals() {
+        let schedule = Schedule::parse("*/2 * * * * *").unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let left = cycle_deadline(&schedule, now) - Instant::now();
+        assert!(left <= Duration::from_millis(1800), "{left:?}");
+        assert!(left > Duration::from_millis(1700), "{left:?}");
+    }
+}

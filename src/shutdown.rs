@@ -1,0 +1,44 @@
+//! Turns SIGTERM and SIGINT into a shutdown the agent can wait for.
+//!
+//! The first signal asks for a clean stop (finish the cycle, flush the queue); the agent
+//! calls [`Shutdown::recv`] again while it drains, and a second signal ends the process at
+//! once.
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+
+pub struct Shutdown {
+    signals: Signals,
+}
+
+impl Shutdown {
+    /// Installs the handlers; from here on the signals no longer kill the process.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Shutdown {
+            signals: Signals::new([SIGTERM, SIGINT])?,
+        })
+    }
+
+    /// Waits for the next signal and returns its number.
+    pub async fn recv(&mut self) -> i32 {
+        match self.signals.next().await {
+            Some(signal) => signal,
+            // The stream ends only if the handle is closed, which this type never does.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The conventional exit status of a process ended by `signal`.
+    pub fn exit_code(signal: i32) -> i32 {
+        128 + signal
+    }
+
+    pub fn name(signal: i32) -> &'static str {
+        match signal {
+            SIGTERM => "SIGTERM",
+            SIGINT => "SIGINT",
+            _ => "signal",
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The source: probes every plugin target of the fleet concurrently and collects samples.
+//!
+//! Region identity comes from the plugins themselves (GetPluginInfo `metadata.region`),
+//! because a fixed port-to-region map mislabels data when the fleet's layout changes. The
+//! last region a target reported is remembered, so a target that goes down is reported
+//! unhealthy under the region it served. A discovered port that never answered is not a
+//! region and yields nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::basket::Resource;
+use crate::config::{Config, Targets};
+use crate::plugin::{CallError, Health, PluginClient, ProjectedCost};
+use crate::sample::Sample;
+
+/// One plugin endpoint to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `http://host:port`.
+    pub base_url: String,
+    /// The region the user said this target serves (PLUGIN_TARGETS only).
+    pub configured_region: Option<String>,
+}
+
+impl Target {
+    pub fn from_config(targets: &Targets) -> Vec<Target> {
+        match targets {
+            Targets::Discover { host, ports } => ports
+                .iter()
+                .map(|p| Target {
+                    base_url: format!("http://{host}:{p}"),
+                    configured_region: None,
+                })
+                .collect(),
+            Targets::Explicit(list) => list
+                .iter()
+                .map(|t| Target {
+                    base_url: t.base_url.clone(),
+                    configured_region: Some(t.region.clone()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What one target answered in one cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub health: Health,
+    /// The region the plugin reported this cycle, if it answered GetPluginInfo.
+    pub reported_region: Option<String>,
+    pub info_error: Option<CallError>,
+    /// One result per basket resource, in basket order; empty when not asked.
+    pub costs: Vec<Result<ProjectedCost, CallError>>,
+}
+
+/// The region a target's data belongs to: what it reports now, else what it reported last,
+/// else what the user configured. Discovered targets that never reported have none.
+pub fn resolve_region<'a>(
+    reported: Option<&'a str>,
+    last_known: Option<&'a str>,
+    configured: Option<&'a str>,
+) -> Option<&'a str> {
+    reported.or(last_known).or(configured)
+}
+
+/// What one cycle of collection produced.
+#[derive(Debug, Default)]
+pub struct Collection {
+    pub samples: Vec<Sample>,
+    pub targets: usize,
+    /// Targets that were healthy and have a region.
+    pub healthy: usize,
+    /// Targets published as unhealthy.
+    pub unhealthy: usize,
+    pub cost_errors: u32,
+}
+
+pub struct Collector {
+    client: PluginClient,
+    targets: Vec<Target>,
+    basket: Vec<Resource>,
+    timeout: Duration,
+    /// The last region each target reported, by base URL.
+    last_known: HashMap<String, String>,
+}
+
+impl Collector {
+    pub fn new(config: &Config) -> Self {
+        Collector {
+            client: PluginClient::new(),
+            targets: Target::from_config(&config.targets),
+            basket: config.basket.clone(),
+            timeout: config.target_timeout,
+            last_known: HashMap::new(),
+        }
+    }
+
+    /// Probes all targets at once; each has TARGET_TIMEOUT for all its requests, so the
+    /// whole collection lasts as long as the slowest target and never longer than that.
+    pub async fn collect(&mut self) -> Collection {
+        let deadline = Instant::now() + self.timeout;
+        let probes = join_all(self.targets.iter().map(|t| {
+            let hint = self
+                .last_known
+                .get(&t.base_url)
+                .cloned()
+                .or_else(|| t.configured_region.clone());
+            probe(&self.client, &t.base_url, hint, &self.basket, deadline)
+        }))
+        .await;
+
+        let mut out = Collection {
+            targets: self.targets.len(),
+            ..Collection::default()
+        };
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (target, probe) in self.targets.iter().zip(probes) {
+            remember(
+                &mut self.last_known,
+                target,
+                probe.reported_region.as_deref(),
+            );
+            let Some(region) = resolve_region(
+                probe.reported_region.as_deref(),
+                self.last_known.get(&target.base_url).map(String::as_str),
+                target.configured_region.as_deref(),
+            )
+            .map(str::to_string) else {
+                debug!(target = %target.base_url, error = ?probe.health.error, "no plugin has answered on this port; not a region");
+                continue;
+            };
+            if let Some(other) = seen.insert(region.clone(), target.base_url.clone()) {
+                warn!(%region, target = %target.base_url, other_target = %other, "two targets serve one region; their datums will be aggregated together");
+            }
+            collect_target(&mut out, target, &region, probe, &self.basket);
+        }
+        out
+    }
+}
+
+/// Records the region `target` reported, and says so when it is new or changed.
+fn remember(last_known: &mut HashMap<String, String>, target: &Target, reported: Option<&str>) {
+    let Some(reported) = reported else { return };
+    let previous = last_known.insert(target.base_url.clone(), reported.to_string());
+    if previous.as_deref() == Some(reported) {
+        return;
+    }
+    match (&target.configured_region, previous) {
+        (Some(configured), _) if configured != reported => warn!(
+            target = %target.base_url,
+            configured_region = %configured,
+            region = %reported,
+            "plugin reports another region than PLUGIN_TARGETS names; its data is published under the region it reports. Fix: set {reported}={} in PLUGIN_TARGETS",
+            target.base_url
+        ),
+        (_, Some(previous)) => {
+            info!(target = %target.base_url, region = %reported, previous_region = %previous, "plugin now serves another region")
+        }
+        (_, None) => info!(target = %target.base_url, region = %reported, "discovered plugin"),
+    }
+}
+
+fn collect_target(
+    out: &mut Collection,
+    target: &Target,
+    region: &str,
+    probe: Probe,
+    basket: &[Resource],
+) {
+    let Probe {
+        health,
+        info_error,
+        costs,
+        ..
+    } = probe;
+    out.samples.push(Sample::Health {
+        region: region.to_string(),
+        healthy: health.healthy,
+        latency: health.latency,
+    });
+    if !health.healthy {
+        out.unhealthy += 1;
+        let error = health.error.map(|e| e.to_string()).unwrap_or_default();
+        warn!(%region, target = %target.base_url, %error, "plugin unhealthy");
+        return;
+    }
+    out.healthy += 1;
+    if let Some(e) = info_error {
+        warn!(%region, target = %target.base_url, error = %e, "GetPluginInfo failed; using the last known or configured region");
+    }
+    let mut errors = 0u32;
+    for (resource, result) in basket.iter().zip(costs) {
+        let (rt, sku) = (&resource.resource_type, &resource.sku);
+        match result {
+            Ok(cost) if cost.currency() != "USD" => {
+                warn!(%region, resource_type = %rt, %sku, currency = %cost.currency(), "cost is not in USD; skipped");
+            }
+            Ok(cost) => out.samples.push(Sample::Cost {
+                region: region.to_string(),
+                resource_type: rt.clone(),
+                sku: sku.clone(),
+                unit_price: cost.unit_price,
+                monthly_cost: cost.cost_per_month,
+                carbon_grams: cost.carbon_grams(),
+            }),
+            Err(e) => {
+                errors += 1;
+                let code = match &e {
+                    CallError::Connect { code, .. } => code.as_str(),
+                    CallError::Timeout => "deadline_exceeded",
+                    _ => "unavailable",
+                };
+                warn!(%region, target = %target.base_url, resource_type = %rt, %sku, %code, error = %e, "cost query failed");
+            }
+        }
+    }
+    out.cost_errors += errors;
+    out.samples.push(Sample::CostErrors {
+        region: region.to_string(),
+        count: errors,
+    });
+}
+
+/// Health first; a healthy plugin is asked its region and then the basket's costs at once.
+async fn probe(
+    client: &PluginClient,
+    base: &str,
+    region_hint: Option<String>,
+    basket: &[Resource],
+    deadline: Instant,
+) -> Probe {
+    let health = client.health(base, deadline).await;
+    let mut probe = Probe {
+        health,
+        reported_region: None,
+        info_error: None,
+        costs: Vec::new(),
+    };
+    if !probe.health.healthy {
+        return probe;
+    }
+    match client.plugin_info(base, deadline).await {
+        Ok(info) => probe.reported_region = info.region().map(str::to_string),
+        Err(e) => probe.info_error = Some(e),
+    }
+    let Some(region) = probe.reported_region.clone().or(region_hint) else {
+        return probe;
+    };
+    probe.costs = join_all(
+        basket
+            .iter()
+            .map(|r| client.projected_cost(base, &region, r, deadline)),
+    )
+    .await;
+    probe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugins_own_report_wins() {
+        assert_eq!(
+            resolve_region(
+                Some("us-west-1"),
+                Some("us-gov-west-1"),
+                Some("us-gov-west-1")
+            ),
+            Some("us-west-1")
+        );
+    }
+
+    #[test]
+    fn a_silent_target_keeps_its_last_known_region() {
+        assert_eq!(
+            resolve_region(None, Some("us-west-1"), Some("us-gov-west-1")),
+            Some("us-west-1")
+        );
+    }
+
+    #[test]
+    fn an_explicit_target_never_heard_from_uses_its_configured_name() {
+        assert_eq!(
+            resolve_region(None, None, Some("eu-west-1")),
+            Some("eu-west-1")
+        );
+    }
+
+    #[test]
+    fn a_discovered_port_never_heard_from_is_no_region() {
+        assert_eq!(resolve_region(None, None, None), None);
+    }
+
+    fn healthy() -> Health {
+        Health {
+            healthy: true,
+            latency: Some(Duration::from_millis(2)),
+            error: None,
+        }
+    }
+
+    fn basket() -> Vec<Resource> {
+        crate::basket::parse("ec2:t3.micro,ebs:gp3?size=100,lambda:128").unwrap()
+    }
+
+    fn target() -> Target {
+        Target {
+            base_url: "http://127.0.0.1:8001".into(),
+            configured_region: None,
+        }
+    }
+
+    #[test]
+    fn cost_errors_and_foreign_currencies_do_not_mark_the_region_unhealthy() {
+        let probe = Probe {
+            health: healthy(),
+            reported_region: Some("us-east-1".into()),
+            info_error: None,
+            costs: vec![
+                Ok(ProjectedCost {
+                    unit_price: 0.0104,
+                    cost_per_month: 7.592,
+                    currency: Some("USD".into()),
+                    impact_metrics: None,
+                }),
+                Err(CallError::Connect {
+                    code: "not_found".into(),
+                    message: "no price".into(),
+                    status: 404,
+                }),
+                Ok(ProjectedCost {
+                    currency: Some("EUR".into()),
+                    ..ProjectedCost::default()
+                }),
+            ],
+        };
+        let mut out = Collection::default();
+        collect_target(&mut out, &target(), "us-east-1", probe, &basket());
+        assert_eq!(out.healthy, 1);
+        assert_eq!(out.cost_errors, 1);
+        assert_eq!(
+            out.samples,
+            vec![
+                Sample::Health {
+                    region: "us-east-1".into(),
+                    healthy: true,
+                    latency: Some(Duration::from_millis(2))
+                },
+                Sample::Cost {
+                    region: "us-east-1".into(),
+                    resource_type: "ec2".into(),
+                    sku: "t3.micro".into(),
+                    unit_price: 0.0104,
+                    monthly_cost: 7.592,
+                    carbon_grams: None
+                },
+                Sample::CostErrors {
+                    region: "us-east-1".into(),
+                    count: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_region_gives_only_its_health() {
+        let probe = Probe {
+            health: Health {
+                healthy: false,
+                latency: None,
+                error: Some(CallError::Timeout),
+            },
+            reported_region: None,
+            info_error: None,
+            costs: vec![],
+        };
+        let mut out = Collection::default();
+        collect_target(&mut out, &target(), "us-west-1", probe, &basket());
+        assert_eq!(out.unhealthy, 1);
+        assert_eq!(
+            out.samples,
+            vec![Sample::Health {
+                region: "us-west-1".into(),
+                healthy: false,
+                latency: None
+            }]
+        );
+    }
+
+    #[test]
+    fn targets_from_config() {
+        let t = Target::from_config(&Targets::Discover {
+            host: "127.0.0.1".into(),
+            ports: vec![8001, 8010],
+        });
+        assert_eq!(t[1].base_url, "http://127.0.0.1:8010");
+        assert_eq!(t[1].configured_region, None);
+    }
+}
