@@ -45,12 +45,13 @@ impl<S: MetricSink> Agent<S> {
         let started = Instant::now();
         let timestamp = whole_second(SystemTime::now());
         let collection = self.collector.collect().await;
+        let collect_time = started.elapsed();
         let datums = transform::to_datums(&collection.samples, timestamp);
         let collected = datums.len();
         let publish = self.publisher.publish(datums, deadline).await;
         let duration = started.elapsed();
         info!(
-            timestamp = %humantime::format_rfc3339(timestamp),
+            cycle_timestamp = %humantime::format_rfc3339(timestamp),
             targets = collection.targets,
             healthy = collection.healthy,
             unhealthy = collection.unhealthy,
@@ -60,6 +61,7 @@ impl<S: MetricSink> Agent<S> {
             calls = publish.calls,
             queued = publish.queued,
             dropped = publish.dropped(),
+            collect_ms = collect_time.as_millis() as u64,
             duration_ms = duration.as_millis() as u64,
             "cycle complete"
         );

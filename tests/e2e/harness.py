@@ -1,0 +1,374 @@
+"""Real parts for the end-to-end tests and the demo: LocalStack's CloudWatch, the sample
+plugin fleet, a switchable TCP path to CloudWatch, the agent binary, and a boto3 reader.
+
+Nothing here is a mock: LocalStack speaks the CBOR protocol the SDK sends, the fleet follows
+shared/plugin-contract.md, and boto3 reads back what CloudWatch holds.
+"""
+
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+FLEET = ROOT / "tests" / "fleet" / "fleet.py"
+STATE = ROOT / ".localstack"
+sys.path.insert(0, str(FLEET.parent))
+import fleet as fleet_module  # noqa: E402  (the fleet's price table is the expectation)
+
+
+def agent_binary():
+    """The debug binary `cargo build` made; AGENT_BIN overrides (e.g. a release build)."""
+    path = Path(os.environ.get("AGENT_BIN", ROOT / "target" / "debug" / "cloudwatch-publisher"))
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `cargo build` (make test does)")
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _ensure_cert():
+    """LocalStack 4.13 cannot make its self-signed cert with the pinned pyOpenSSL (26.x
+    dropped X509.add_extensions) and cannot download one offline; hand it one."""
+    pem = STATE / "server.test.pem"
+    if pem.exists():
+        return pem
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    STATE.mkdir(exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+                    + cert.public_bytes(serialization.Encoding.PEM))
+    return pem
+
+
+class LocalStack:
+    """LocalStack's CloudWatch as a plain Python process (no Docker)."""
+
+    def __init__(self, port=4566):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = None
+        self.log = STATE / "localstack.log"
+
+    def healthy(self):
+        try:
+            with urllib.request.urlopen(f"{self.url}/_localstack/health", timeout=1) as r:
+                return json.load(r)["services"].get("cloudwatch") in ("available", "running")
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def start(self, timeout=90):
+        if self.healthy():
+            raise RuntimeError(f"something already answers on {self.url}; stop it first")
+        pem = _ensure_cert()
+        env = dict(os.environ, GATEWAY_LISTEN=f"127.0.0.1:{self.port}", SERVICES="cloudwatch",
+                   DNS_ADDRESS="0", LOCALSTACK_VOLUME_DIR=str(STATE), CUSTOM_SSL_CERT_PATH=str(pem),
+                   SKIP_SSL_CERT_DOWNLOAD="1", DISABLE_EVENTS="1", LOCALSTACK_TELEMETRY_DISABLED="1")
+        self.proc = subprocess.Popen([str(VENV_PY), "-m", "localstack.runtime.main"], env=env,
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                self.stop()
+                raise RuntimeError(f"LocalStack did not start on {self.url}; its log ends:\n{tail}")
+            time.sleep(0.25)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class Fleet:
+    """The sample plugin fleet, one port per region, with its control API."""
+
+    def __init__(self, layout="v0.1.8", base_port=None, args=()):
+        self.layout = layout
+        self.base_port = base_port or free_port_block(12)
+        self.control_port = free_port()
+        self.args = list(args)
+        self.proc = None
+        self.regions = fleet_module.LAYOUTS[layout]
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FLEET), "--layout", self.layout, "--base-port", str(self.base_port),
+             "--control-port", str(self.control_port), *self.args],
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
+        line = self.proc.stdout.readline()
+        if not line or not json.loads(line).get("ready"):
+            raise RuntimeError(f"fleet did not start: {line!r}")
+        return self
+
+    def port(self, region):
+        return self.base_port + self.regions.index(region)
+
+    def ports_spec(self, count=12):
+        """PLUGIN_PORTS covering `count` ports from the first, as 8001-8012 does."""
+        return f"{self.base_port}-{self.base_port + count - 1}"
+
+    def _control(self, path):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.load(r)
+
+    def mode(self, region, mode):
+        return self._control(f"/mode?region={region}&mode={mode}")
+
+    def latency(self, region, ms):
+        return self._control(f"/latency?region={region}&ms={ms}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def free_port_block(n):
+    """A run of n free ports (checked now; good enough on a quiet test machine)."""
+    for _ in range(200):
+        base = free_port()
+        if base + n > 65000:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+class Switch:
+    """A TCP forwarder to CloudWatch that can be cut: while off, connections are refused,
+    as when the network to CloudWatch is down."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.port = free_port()
+        self.listener = None
+        self.lock = threading.Lock()
+        self.conns = []
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def on(self):
+        with self.lock:
+            if self.listener:
+                return
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", self.port))
+            s.listen(64)
+            self.listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def off(self):
+        with self.lock:
+            if self.listener:
+                self.listener.close()
+                self.listener = None
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+            self.conns.clear()
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class Agent:
+    """The real agent binary as a process; its JSON log lines are collected."""
+
+    def __init__(self, env, args=(), binary=None):
+        self.env = env
+        self.args = list(args)
+        self.binary = binary or agent_binary()
+        self.proc = None
+        self.lines = []
+        self.stderr = ""
+        self.started = None
+
+    def start(self):
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([str(self.binary), *self.args], env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def logs(self):
+        out = []
+        for line in list(self.lines):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"message": line, "unparsed": True})
+        return out
+
+    def messages(self, message):
+        return [l for l in self.logs() if l.get("message") == message]
+
+    def cycles(self):
+        return self.messages("cycle complete")
+
+    def wait_cycles(self, n, timeout):
+        wait_for(lambda: len(self.cycles()) >= n, timeout, f"{n} cycles")
+
+    def signal(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=60):
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        self.stderr = self.proc.stderr.read()
+        return code
+
+    def run(self, timeout=120):
+        self.start()
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def agent_env(cloudwatch_url, namespace, **extra):
+    """A clean environment for the agent: dummy credentials, no profile or IMDS lookups."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "AWS_ENDPOINT_URL": cloudwatch_url,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "CLOUDWATCH_NAMESPACE": namespace,
+    }
+    env.update({k: str(v) for k, v in extra.items() if v is not None})
+    return env
+
+
+class Reader:
+    """Reads CloudWatch back with boto3: an independent client in another language."""
+
+    def __init__(self, url):
+        import boto3
+
+        self.cw = boto3.client("cloudwatch", endpoint_url=url, region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test")
+
+    def metrics(self, namespace):
+        out = []
+        for page in self.cw.get_paginator("list_metrics").paginate(Namespace=namespace):
+            for m in page["Metrics"]:
+                out.append((m["MetricName"], frozenset((d["Name"], d["Value"]) for d in m["Dimensions"])))
+        return out
+
+    def points(self, namespace, name, dims, start=None, end=None):
+        """Every datum of one metric between start and end (default: the last 2 minutes), one
+        per second: [(timestamp, maximum, unit, sample count)]. Keep windows short: LocalStack
+        answers a 20-minute window of 1-second periods a hundred times slower than 5 seconds."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        start = start or now - datetime.timedelta(minutes=2)
+        end = end or now + datetime.timedelta(seconds=10)
+        r = self.cw.get_metric_statistics(
+            Namespace=namespace, MetricName=name,
+            Dimensions=[{"Name": k, "Value": v} for k, v in dims.items()],
+            StartTime=start, EndTime=end, Period=1, Statistics=["Maximum", "SampleCount"])
+        pts = [(p["Timestamp"].astimezone(datetime.timezone.utc), p["Maximum"], p["Unit"], p["SampleCount"])
+               for p in r["Datapoints"]]
+        return sorted(pts)
+
+    def at(self, namespace, name, dims, stamp):
+        """The datums of one metric at exactly `stamp`."""
+        return self.points(namespace, name, dims, stamp, stamp + datetime.timedelta(seconds=1))
+
+
+def parse_ts(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,0 +1,118 @@
+"""`--once` against LocalStack and the sample fleet: what lands in CloudWatch, exactly."""
+
+import json
+import time
+
+import pytest
+
+from expect import UNITS, cost_datums
+from harness import Agent, Fleet, agent_env, parse_ts
+
+BASKET = "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100,lambda:128,ec2:x9.huge"
+
+
+def test_once_publishes_health_and_cost_of_every_region_under_its_own_name(localstack, reader, fleet, namespace):
+    # Default discovery over 12 ports: the v0.1.8 fleet answers on 10; 8010 is us-west-1.
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            COST_RESOURCES=BASKET), args=["--once"])
+    assert agent.run() == 0, agent.lines
+    [cycle] = agent.cycles()
+    stamp = parse_ts(cycle["cycle_timestamp"])
+    regions = fleet_module_regions()
+    assert cycle["healthy"] == 10 and cycle["unhealthy"] == 0
+    assert cycle["published"] == cycle["datums"] == 10 * 13
+    assert cycle["queued"] == 0 and cycle["dropped"] == 0
+
+    expected = {}
+    for region in regions:
+        expected[("PluginHealthy", frozenset({("Region", region)}))] = 1.0
+        expected.update(cost_datums(region, BASKET))
+    latencies = {("HealthCheckLatency", frozenset({("Region", r)})) for r in regions}
+
+    published = set(reader.metrics(namespace))
+    assert published == set(expected) | latencies
+    assert not any(("Region", "us-gov-west-1") in dims for _, dims in published)
+
+    for (name, dims), value in expected.items():
+        [(ts, got, unit, count)] = reader.at(namespace, name, dict(dims), stamp)
+        assert got == pytest.approx(value, rel=1e-9), (name, dims)
+        assert unit == UNITS[name]
+        assert ts == stamp and count == 1
+    for name, dims in latencies:
+        [(ts, got, unit, _)] = reader.at(namespace, name, dict(dims), stamp)
+        assert unit == "Milliseconds" and 0 < got < 5000 and ts == stamp
+
+    # The lambda resource costs 0: the plugin omitted the field and the agent read 0.
+    zero = frozenset({("Region", "us-east-1"), ("ResourceType", "lambda"), ("Sku", "128")})
+    assert reader.at(namespace, "ProjectedMonthlyCost", dict(zero), stamp)[0][1] == 0.0
+    # The unknown sku is a per-resource error, logged with its Connect code.
+    errors = [l for l in agent.messages("cost query failed") if l["region"] == "us-east-1"]
+    assert [(e["sku"], e["code"]) for e in errors] == [("x9.huge", "not_found")]
+
+
+def fleet_module_regions():
+    import fleet as fleet_module
+    return fleet_module.LAYOUTS["v0.1.8"]
+
+
+@pytest.mark.parametrize("fleet", [{"args": ["--hang", "us-west-2"]}], indirect=True)
+def test_a_hung_region_costs_only_its_timeout_and_is_reported_down(localstack, reader, fleet, namespace):
+    targets = ",".join(f"{r}=http://127.0.0.1:{fleet.port(r)}" for r in fleet.regions)
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_TARGETS=targets, TARGET_TIMEOUT="2s"),
+                  args=["--once"])
+    assert agent.run() == 0
+    [cycle] = agent.cycles()
+    # The cycle waits for the slowest target, bounded by TARGET_TIMEOUT, never the sum.
+    assert 1900 <= cycle["collect_ms"] <= 2600, cycle
+    assert cycle["unhealthy"] == 1 and cycle["healthy"] == 9
+    stamp = parse_ts(cycle["cycle_timestamp"])
+    assert reader.at(namespace, "PluginHealthy", {"Region": "us-west-2"}, stamp) == [(stamp, 0.0, "None", 1)]
+    assert reader.at(namespace, "PluginHealthy", {"Region": "us-east-1"}, stamp)[0][1] == 1.0
+    [down] = [l for l in agent.messages("plugin unhealthy")]
+    assert down["region"] == "us-west-2" and down["error"] == "timed out"
+
+
+def test_explicit_targets_follow_the_plugins_own_region(localstack, reader, fleet, namespace):
+    dead = fleet.base_port + 20  # nothing listens there
+    targets = (f"us-east-1=http://127.0.0.1:{fleet.port('us-east-1')},"
+               f"us-gov-west-1=http://127.0.0.1:{fleet.port('us-west-1')},"
+               f"us-gov-east-1=http://127.0.0.1:{dead}")
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_TARGETS=targets, COST_RESOURCES="none"),
+                  args=["--once"])
+    assert agent.run() == 0
+    health = {dict(d)["Region"] for n, d in reader.metrics(namespace) if n == "PluginHealthy"}
+    # The plugin on the old us-gov-west-1 port says it is us-west-1: that is where its data goes.
+    assert health == {"us-east-1", "us-west-1", "us-gov-east-1"}
+    assert reader.points(namespace, "PluginHealthy", {"Region": "us-west-1"})[0][1] == 1.0
+    assert reader.points(namespace, "PluginHealthy", {"Region": "us-gov-east-1"})[0][1] == 0.0
+    [warning] = [l for l in agent.logs() if "reports another region" in l.get("message", "")]
+    assert warning["configured_region"] == "us-gov-west-1" and warning["region"] == "us-west-1"
+    assert "us-west-1=" in warning["message"]
+
+
+def test_dry_run_prints_datums_and_needs_no_aws(fleet):
+    env = {"PATH": "/usr/bin:/bin", "PLUGIN_PORTS": fleet.ports_spec(12), "COST_RESOURCES": "ec2:t3.micro",
+           "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent"}
+    agent = Agent(env, args=["--once", "--dry-run"])
+    assert agent.run() == 0, agent.stderr
+    datums = [json.loads(l) for l in agent.lines]
+    assert len(datums) == 10 * (2 + 3 + 1)
+    assert {d["namespace"] for d in datums} == {"FinFocus/Plugins"}
+    cost = [d for d in datums if d["metric_name"] == "ProjectedMonthlyCost"
+            and d["dimensions"]["Region"] == "us-east-1"]
+    assert cost == [{"namespace": "FinFocus/Plugins", "metric_name": "ProjectedMonthlyCost",
+                     "dimensions": {"Region": "us-east-1", "ResourceType": "ec2", "Sku": "t3.micro"},
+                     "value": 7.592, "unit": "None", "timestamp": cost[0]["timestamp"]}]
+    assert len({d["timestamp"] for d in datums}) == 1
+    assert "cycle complete" in agent.stderr  # logs moved to stderr
+
+
+def test_once_exits_1_when_cloudwatch_cannot_be_reached(fleet, namespace):
+    env = agent_env("http://127.0.0.1:9", namespace, PLUGIN_PORTS=fleet.ports_spec(1),
+                    SCHEDULE="*/5 * * * * *", COST_RESOURCES="none", AWS_MAX_ATTEMPTS="1")
+    started = time.monotonic()
+    agent = Agent(env, args=["--once"])
+    assert agent.run() == 1
+    # Retries stop within one schedule interval (5 s) plus one last attempt.
+    assert time.monotonic() - started < 10
+    assert agent.messages("publishing failed; these datums are lost when --once exits")
