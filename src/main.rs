@@ -83,7 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 _ => LogFormat::Json,
             };
             logging::init(format, "info", cli.dry_run);
-            error!(variables = ?e.variables(), "{e}");
+            error!(variables = %e.variables().join(","), "{e}");
             return Ok(EXIT_CONFIG);
         }
     };
@@ -95,7 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
         let Some(region) = sdk.region() else {
             error!(
-                variables = ?["AWS_REGION"],
+                variables = "AWS_REGION",
                 "invalid configuration: AWS_REGION is unset and no region was found in the profile, ECS or IMDS: set AWS_REGION, e.g. AWS_REGION=us-east-1"
             );
             return Ok(EXIT_CONFIG);

@@ -19,6 +19,7 @@ Prices are a deterministic table (see quote()), so a test can compute what to ex
 import argparse
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -134,6 +135,7 @@ class Region:
         self.latency = 0.0
         self.server = None
         self.lock = threading.Lock()
+        self.connections = set()
 
     def start(self):
         with self.lock:
@@ -149,6 +151,12 @@ class Region:
                 self.server.shutdown()
                 self.server.server_close()
                 self.server = None
+            # A dead plugin process takes its open keep-alive connections with it.
+            for conn in list(self.connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def set_mode(self, mode):
         self.mode = mode
@@ -185,6 +193,14 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 class PluginHandler(QuietHandler):
     region: Region = None
+
+    def setup(self):
+        super().setup()
+        self.region.connections.add(self.connection)
+
+    def finish(self):
+        self.region.connections.discard(self.connection)
+        super().finish()
 
     def wait_for_turn(self):
         """Applies the region's injected latency and hang; False when it should not answer."""

@@ -1,0 +1,83 @@
+"""The agent as a process: configuration errors, signals, shutdown timing."""
+
+import signal
+import time
+
+from harness import Agent, agent_env, parse_ts
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETMARK"
+TOKEN = "FwoGZXIvYXdzEBaSESSIONTOKENMARK"
+
+
+def test_bad_environment_exits_78_naming_every_bad_variable_and_no_secret(namespace):
+    env = agent_env("http://127.0.0.1:9", namespace, AWS_SECRET_ACCESS_KEY=SECRET, AWS_SESSION_TOKEN=TOKEN,
+                    SCHEDULE="every minute", PLUGIN_PORTS="8012-8001", TARGET_TIMEOUT="soon",
+                    CLOUDWATCH_NAMESPACE="AWS/EC2", COST_RESOURCES="ec2", QUEUE_MAX_DATUMS="lots",
+                    AWS_REGION="moon-1", LOG_LEVEL="loud", RUST_LOG="trace")
+    env.pop("RUST_LOG")
+    started = time.monotonic()
+    agent = Agent(env, args=["--once"])
+    assert agent.run(10) == 78
+    assert time.monotonic() - started < 5
+    [line] = agent.logs()
+    assert line["level"] == "ERROR"
+    assert sorted(line["variables"].split(",")) == sorted([
+        "AWS_REGION", "CLOUDWATCH_NAMESPACE", "SCHEDULE", "PLUGIN_PORTS", "COST_RESOURCES",
+        "TARGET_TIMEOUT", "QUEUE_MAX_DATUMS", "LOG_LEVEL"])
+    for fragment in ['SCHEDULE="every minute"', 'PLUGIN_PORTS="8012-8001"', "AWS/ is reserved", "type:sku"]:
+        assert fragment in line["message"], fragment
+    everything = "\n".join(agent.lines) + agent.stderr
+    assert SECRET not in everything and TOKEN not in everything
+
+
+def test_no_region_anywhere_is_a_configuration_error(namespace):
+    env = agent_env("http://127.0.0.1:9", namespace)
+    env.pop("AWS_REGION")
+    agent = Agent(env, args=["--once"])
+    assert agent.run(20) == 78
+    assert "AWS_REGION" in agent.lines[-1]
+
+
+def test_sigterm_mid_cycle_finishes_and_publishes_that_cycle(localstack, reader, fleet, namespace):
+    # Every plugin answers after 1 s, so a cycle's collection takes about 3 s.
+    for region in fleet.regions:
+        fleet.latency(region, 1000)
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            SCHEDULE="0 0 0 1 1 *", SHUTDOWN_TIMEOUT="15s",
+                            COST_RESOURCES="ec2:t3.micro")).start()
+    try:
+        time.sleep(1.5)
+        assert not agent.cycles()
+        sent = time.monotonic()
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(20) == 0
+        took = time.monotonic() - sent
+    finally:
+        agent.kill()
+    assert took < 15
+    [cycle] = agent.cycles()
+    assert cycle["published"] == cycle["datums"] == 10 * 6
+    stamp = parse_ts(cycle["cycle_timestamp"])
+    assert reader.at(namespace, "PluginHealthy", {"Region": "ap-south-1"}, stamp)[0][1] == 1.0
+    cost = {"Region": "us-east-1", "ResourceType": "ec2", "Sku": "t3.micro"}
+    assert reader.at(namespace, "ProjectedMonthlyCost", cost, stamp)[0][1] == 7.592
+
+
+def test_a_second_signal_exits_at_once(localstack, fleet, namespace):
+    fleet.mode("us-east-1", "hang")
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(1),
+                            SCHEDULE="0 0 0 1 1 *", TARGET_TIMEOUT="60s", SHUTDOWN_TIMEOUT="60s")).start()
+    try:
+        time.sleep(1)
+        agent.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert agent.proc.poll() is None  # still finishing its cycle
+        sent = time.monotonic()
+        agent.signal(signal.SIGINT)
+        code = agent.wait(10)
+        took = time.monotonic() - sent
+    finally:
+        agent.kill()
+    assert code == 128 + signal.SIGINT
+    assert took < 2
+    assert agent.messages("second signal: exiting now")

@@ -1,0 +1,104 @@
+"""The agent on its cron schedule: cycles, skipped ticks, regions that go away, and
+CloudWatch going away and coming back."""
+
+import datetime
+import signal
+import time
+
+from harness import Agent, Switch, agent_env, parse_ts, wait_for
+
+
+def stamps(agent):
+    return [parse_ts(c["cycle_timestamp"]) for c in agent.cycles()]
+
+
+def test_cycles_run_on_the_schedule_and_sigterm_exits_0(localstack, reader, fleet, namespace):
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            SCHEDULE="*/2 * * * * *", COST_RESOURCES="ec2:t3.micro")).start()
+    try:
+        agent.wait_cycles(3, timeout=20)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        agent.kill()
+    cycles = stamps(agent)
+    # The first cycle runs at start; the rest on even seconds, each its own timestamp.
+    assert len(set(cycles)) == len(cycles) >= 3
+    assert all(ts.second % 2 == 0 for ts in cycles[1:])
+    got = reader.points(namespace, "PluginHealthy", {"Region": "sa-east-1"},
+                        cycles[0], cycles[-1] + datetime.timedelta(seconds=1))
+    assert [p[0] for p in got] == cycles
+    assert all(p[1] == 1.0 and p[3] == 1 for p in got)
+    assert agent.messages("stopped cleanly")
+
+
+def test_a_port_that_answered_then_fails_is_reported_down_under_its_last_region(localstack, reader, fleet, namespace):
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            SCHEDULE="*/2 * * * * *", COST_RESOURCES="none", TARGET_TIMEOUT="1s")).start()
+    try:
+        agent.wait_cycles(1, timeout=15)
+        fleet.mode("us-west-1", "down")  # port base+9, "8010"
+        n = len(agent.cycles())
+        agent.wait_cycles(n + 2, timeout=15)
+        fleet.mode("us-west-1", "ok")
+        agent.wait_cycles(n + 4, timeout=15)
+        agent.signal()
+        assert agent.wait(15) == 0
+    finally:
+        agent.kill()
+    cycles = stamps(agent)
+    got = reader.points(namespace, "PluginHealthy", {"Region": "us-west-1"},
+                        cycles[0], cycles[-1] + datetime.timedelta(seconds=1))
+    values = [p[1] for p in got]
+    assert values[0] == 1.0 and 0.0 in values and values[-1] == 1.0, values
+    assert len(got) == len(cycles)  # one datum every cycle, down or not
+    assert not [d for _, d in reader.metrics(namespace) if ("Region", "us-gov-west-1") in d]
+
+
+def test_a_tick_is_skipped_while_a_cycle_runs_and_never_doubled(localstack, fleet, namespace):
+    fleet.mode("us-west-2", "hang")
+    targets = f"us-east-1=http://127.0.0.1:{fleet.port('us-east-1')},us-west-2=http://127.0.0.1:{fleet.port('us-west-2')}"
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_TARGETS=targets, SCHEDULE="* * * * * *",
+                            TARGET_TIMEOUT="2500ms", COST_RESOURCES="none")).start()
+    try:
+        started = time.monotonic()
+        agent.wait_cycles(3, timeout=20)
+        elapsed = time.monotonic() - started
+        agent.signal()
+        assert agent.wait(15) == 0
+    finally:
+        agent.kill()
+    skipped = agent.messages("previous cycle still running; this tick is skipped")
+    assert skipped
+    # Every cycle waits 2.5 s on the hung target, so at most one cycle runs per 2.5 s.
+    assert len(agent.cycles()) <= elapsed / 2.5 + 1
+    assert [l for l in agent.logs() if "TARGET_TIMEOUT is not shorter" in l.get("message", "")]
+
+
+def test_cloudwatch_unreachable_then_back_delivers_queued_datums_with_their_timestamps(localstack, reader, fleet, namespace):
+    switch = Switch(localstack.port)  # off: connections to CloudWatch are refused
+    agent = Agent(agent_env(switch.url, namespace, PLUGIN_PORTS=fleet.ports_spec(2),
+                            SCHEDULE="*/3 * * * * *", COST_RESOURCES="none", AWS_MAX_ATTEMPTS="1")).start()
+    try:
+        agent.wait_cycles(2, timeout=20)
+        switch.on()
+        n = len(agent.cycles())
+        agent.wait_cycles(n + 2, timeout=20)
+        agent.signal()
+        assert agent.wait(20) == 0
+    finally:
+        agent.kill()
+        switch.off()
+    cycles = agent.cycles()
+    down = [c for c in cycles if c["published"] == 0]
+    assert len(down) >= 2 and all(c["queued"] > 0 for c in down)
+    assert cycles[-1]["queued"] == 0
+    first_up = next(c for c in cycles if c["published"] > 0)
+    assert first_up["published"] > first_up["datums"]  # the queue went out with it
+    stamps_all = stamps(agent)
+    got = reader.points(namespace, "PluginHealthy", {"Region": "us-east-1"},
+                        stamps_all[0], stamps_all[-1] + datetime.timedelta(seconds=1))
+    # Every cycle's datum arrived once, at the time it was collected.
+    assert [p[0] for p in got] == stamps_all
+    assert all(p[3] == 1 for p in got)
+    assert agent.messages("PutMetricData failed; datums kept for the next cycle")
