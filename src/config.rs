@@ -266,14 +266,12 @@ impl Config {
         };
 
         let region = raw.aws_region.clone();
-        if let Some(r) = &region {
-            if !is_region(r) {
-                bad(
-                    "AWS_REGION",
-                    r,
-                    "an AWS region name such as us-east-1".into(),
-                );
-            }
+        if let Some(r) = region.as_deref().filter(|r| !is_region(r)) {
+            bad(
+                "AWS_REGION",
+                r,
+                "an AWS region name such as us-east-1".into(),
+            );
         }
 
         let namespace = raw

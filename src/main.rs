@@ -100,7 +100,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             return Ok(EXIT_CONFIG);
         };
-        info!(region = %region, endpoint = ?sdk.endpoint_url(), "CloudWatch client ready");
+        info!(
+            region = %region,
+            endpoint = sdk.endpoint_url().unwrap_or("default"),
+            "CloudWatch client ready"
+        );
         Sink::CloudWatch(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)))
     };
 

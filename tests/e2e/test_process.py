@@ -81,3 +81,16 @@ def test_a_second_signal_exits_at_once(localstack, fleet, namespace):
     assert code == 128 + signal.SIGINT
     assert took < 2
     assert agent.messages("second signal: exiting now")
+
+
+def test_trace_logging_never_shows_credentials_or_signatures(localstack, fleet, namespace):
+    env = agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(1), COST_RESOURCES="none",
+                    AWS_SECRET_ACCESS_KEY=SECRET, AWS_SESSION_TOKEN=TOKEN,
+                    RUST_LOG="trace,aws_smithy_runtime::client::orchestrator=trace")
+    agent = Agent(env, args=["--once"])
+    assert agent.run(60) == 0
+    everything = "\n".join(agent.lines) + agent.stderr
+    assert len(agent.lines) > 50  # trace logging really was on
+    assert "applying client runtime plugins" in everything  # the SDK's own trace lines
+    for secret in (SECRET, TOKEN, "Signature=", "x-amz-security-token"):
+        assert secret.lower() not in everything.lower(), secret
