@@ -546,6 +546,84 @@ mod tests {
         assert_eq!((r.published, r.dropped_expired), (1, 1));
     }
 
+    /// Records the size of the serialized PutMetricData body, then stops the request.
+    #[derive(Debug, Default, Clone)]
+    struct BodySize(std::sync::Arc<Mutex<Option<usize>>>);
+
+    impl aws_sdk_cloudwatch::config::Intercept for BodySize {
+        fn name(&self) -> &'static str {
+            "BodySize"
+        }
+        fn read_before_transmit(
+            &self,
+            context: &aws_sdk_cloudwatch::config::interceptors::BeforeTransmitInterceptorContextRef<
+                '_,
+            >,
+            _: &aws_sdk_cloudwatch::config::RuntimeComponents,
+            _: &mut aws_sdk_cloudwatch::config::ConfigBag,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            *self.0.lock().unwrap() = context.request().body().bytes().map(<[u8]>::len);
+            Err("measured; not sent".into())
+        }
+    }
+
+    /// The body the real SDK encodes (CBOR, before compression) for `batch`.
+    async fn wire_size(batch: &[Datum]) -> usize {
+        use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
+        let probe = BodySize::default();
+        let conf = aws_sdk_cloudwatch::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+            .endpoint_url("http://127.0.0.1:1")
+            .disable_request_compression(true)
+            .interceptor(probe.clone())
+            .build();
+        let sink = CloudWatchSink::new(aws_sdk_cloudwatch::Client::from_conf(conf));
+        assert!(sink.put(NS_MAX, batch).await.is_err());
+        probe.0.lock().unwrap().expect("body measured")
+    }
+
+    const NS_MAX: &str = "FinFocus/Plugins";
+
+    fn estimate(batch: &[Datum]) -> usize {
+        crate::batch::request_overhead(NS_MAX)
+            + batch.iter().map(crate::batch::encoded_size).sum::<usize>()
+    }
+
+    #[tokio::test]
+    async fn the_size_bound_holds_for_the_largest_datums_the_rules_allow() {
+        let mut d = datum(0, SystemTime::now());
+        d.name = "n".repeat(255);
+        d.unit = Unit::Milliseconds;
+        d.value = -1.234_567_890_123e300;
+        d.dimensions = (0..30)
+            .map(|i| (format!("{i:0>255}"), "v".repeat(1024)))
+            .collect();
+        let batch = vec![d; 25];
+        let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
+        assert!(wire <= bound, "wire {wire} > bound {bound}");
+        // Within 5% of the truth: the bound does not waste request capacity.
+        assert!(bound * 100 <= wire * 105, "wire {wire}, bound {bound}");
+    }
+
+    #[tokio::test]
+    async fn the_size_bound_holds_for_a_full_batch_of_agent_datums() {
+        let batch: Vec<Datum> = (0..1000)
+            .map(|i| {
+                let mut d = datum(i, SystemTime::now());
+                d.name = "ProjectedMonthlyCost".into();
+                d.dimensions.insert("ResourceType".into(), "ec2".into());
+                d.dimensions.insert("Sku".into(), "m5.large".into());
+                d.value = 70.08 + i as f64;
+                d
+            })
+            .collect();
+        let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
+        assert!(wire <= bound, "wire {wire} > bound {bound}");
+        assert!(bound <= wire * 2, "wire {wire}, bound {bound}");
+    }
+
     #[test]
     fn sdk_datum_carries_every_field() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
