@@ -325,7 +325,8 @@ impl Config {
                     bad(
                         "PLUGIN_HOST",
                         &host,
-                        "a host name or IP address, without scheme or port".into(),
+                        "a host name, IPv4 address or [IPv6] address, without scheme or port"
+                            .into(),
                     );
                 }
                 let ports_spec = raw.plugin_ports.unwrap_or_else(|| DEFAULT_PORTS.into());
@@ -496,7 +497,11 @@ fn check_namespace(ns: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS name, an IPv4 address, or an IPv6 address in brackets (`[::1]`), as it goes into a URL.
 fn is_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
     !host.is_empty()
         && host
             .bytes()
@@ -578,6 +583,7 @@ fn parse_base_url(url: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Target;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -800,10 +806,25 @@ mod tests {
 
     #[test]
     fn bad_host_is_named() {
-        assert_eq!(
-            bad(&[("PLUGIN_HOST", "http://x")]).variables(),
-            ["PLUGIN_HOST"]
-        );
+        for host in ["http://x", "::1", "[not-ip]", "a b"] {
+            assert_eq!(bad(&[("PLUGIN_HOST", host)]).variables(), ["PLUGIN_HOST"]);
+        }
+    }
+
+    #[test]
+    fn hosts_by_name_ipv4_or_bracketed_ipv6() {
+        for host in [
+            "localhost",
+            "10.0.0.5",
+            "plugins.svc.cluster.local",
+            "[::1]",
+        ] {
+            let c = ok(&[("PLUGIN_HOST", host), ("PLUGIN_PORTS", "8001")]);
+            assert_eq!(
+                Target::from_config(&c.targets)[0].base_url,
+                format!("http://{host}:8001")
+            );
+        }
     }
 
     #[test]

@@ -13,8 +13,7 @@ def test_bad_environment_exits_78_naming_every_bad_variable_and_no_secret(namesp
     env = agent_env("http://127.0.0.1:9", namespace, AWS_SECRET_ACCESS_KEY=SECRET, AWS_SESSION_TOKEN=TOKEN,
                     SCHEDULE="every minute", PLUGIN_PORTS="8012-8001", TARGET_TIMEOUT="soon",
                     CLOUDWATCH_NAMESPACE="AWS/EC2", COST_RESOURCES="ec2", QUEUE_MAX_DATUMS="lots",
-                    AWS_REGION="moon-1", LOG_LEVEL="loud", RUST_LOG="trace")
-    env.pop("RUST_LOG")
+                    AWS_REGION="moon-1", LOG_LEVEL="loud")
     started = time.monotonic()
     agent = Agent(env, args=["--once"])
     assert agent.run(10) == 78
