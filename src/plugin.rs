@@ -55,7 +55,6 @@ pub struct Health {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PluginInfo {
-    pub name: Option<String>,
     pub version: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
 }

@@ -54,6 +54,7 @@ pub struct Probe {
     pub health: Health,
     /// The region the plugin reported this cycle, if it answered GetPluginInfo.
     pub reported_region: Option<String>,
+    pub plugin_version: Option<String>,
     pub info_error: Option<CallError>,
     /// One result per basket resource, in basket order; empty when not asked.
     pub costs: Vec<Result<ProjectedCost, CallError>>,
@@ -121,11 +122,7 @@ impl Collector {
         };
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (target, probe) in self.targets.iter().zip(probes) {
-            remember(
-                &mut self.last_known,
-                target,
-                probe.reported_region.as_deref(),
-            );
+            remember(&mut self.last_known, target, &probe);
             let Some(region) = resolve_region(
                 probe.reported_region.as_deref(),
                 self.last_known.get(&target.base_url).map(String::as_str),
@@ -145,8 +142,10 @@ impl Collector {
 }
 
 /// Records the region `target` reported, and says so when it is new or changed.
-fn remember(last_known: &mut HashMap<String, String>, target: &Target, reported: Option<&str>) {
-    let Some(reported) = reported else { return };
+fn remember(last_known: &mut HashMap<String, String>, target: &Target, probe: &Probe) {
+    let Some(reported) = probe.reported_region.as_deref() else {
+        return;
+    };
     let previous = last_known.insert(target.base_url.clone(), reported.to_string());
     if previous.as_deref() == Some(reported) {
         return;
@@ -162,7 +161,12 @@ fn remember(last_known: &mut HashMap<String, String>, target: &Target, reported:
         (_, Some(previous)) => {
             info!(target = %target.base_url, region = %reported, previous_region = %previous, "plugin now serves another region")
         }
-        (_, None) => info!(target = %target.base_url, region = %reported, "discovered plugin"),
+        (_, None) => info!(
+            target = %target.base_url,
+            region = %reported,
+            version = probe.plugin_version.as_deref().unwrap_or("unknown"),
+            "discovered plugin"
+        ),
     }
 }
 
@@ -239,6 +243,7 @@ async fn probe(
     let mut probe = Probe {
         health,
         reported_region: None,
+        plugin_version: None,
         info_error: None,
         costs: Vec::new(),
     };
@@ -246,7 +251,10 @@ async fn probe(
         return probe;
     }
     match client.plugin_info(base, deadline).await {
-        Ok(info) => probe.reported_region = info.region().map(str::to_string),
+        Ok(info) => {
+            probe.reported_region = info.region().map(str::to_string);
+            probe.plugin_version = info.version;
+        }
         Err(e) => probe.info_error = Some(e),
     }
     let Some(region) = probe.reported_region.clone().or(region_hint) else {
@@ -322,6 +330,7 @@ mod tests {
         let probe = Probe {
             health: healthy(),
             reported_region: Some("us-east-1".into()),
+            plugin_version: None,
             info_error: None,
             costs: vec![
                 Ok(ProjectedCost {
@@ -378,6 +387,7 @@ mod tests {
                 error: Some(CallError::Timeout),
             },
             reported_region: None,
+            plugin_version: None,
             info_error: None,
             costs: vec![],
         };

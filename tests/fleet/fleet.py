@@ -49,6 +49,8 @@ EC2_HOURLY = {"t3.micro": 0.0104, "t3.small": 0.0208, "t3.medium": 0.0416,
               "m5.large": 0.096, "c5.xlarge": 0.17}
 EBS_GB_MONTH = {"gp2": 0.10, "gp3": 0.08, "io1": 0.125}
 S3_GB_MONTH = {"STANDARD": 0.023, "STANDARD_IA": 0.0125}
+# Priced per GB-month, with the plugin's default size when the size tag is missing.
+STORAGE = {"ebs": (EBS_GB_MONTH, 8), "s3": (S3_GB_MONTH, 1)}
 LAMBDA_GB_SECOND = 0.0000166667
 LAMBDA_PER_REQUEST = 0.0000002
 HOURS_PER_MONTH = 730
@@ -72,14 +74,18 @@ class ConnectError(Exception):
                              "debug": {"errorCode": self.reason}}]}
 
 
+def listed(table, resource_type, sku, region):
+    if sku not in table:
+        raise ConnectError("not_found", f"no {resource_type} price for {sku} in {region}",
+                           "ERROR_CODE_PRICING_UNAVAILABLE")
+    return table[sku]
+
+
 def quote(region, resource_type, sku, tags):
     """The fleet's price for a resource: the dict GetProjectedCost answers, zeros included."""
     f = REGION_FACTOR[region]
     if resource_type == "ec2":
-        if sku not in EC2_HOURLY:
-            raise ConnectError("not_found", f"no EC2 price for {sku} in {region}",
-                               "ERROR_CODE_PRICING_UNAVAILABLE")
-        unit = round(EC2_HOURLY[sku] * f, 6)
+        unit = round(listed(EC2_HOURLY, resource_type, sku, region) * f, 6)
         monthly = round(unit * HOURS_PER_MONTH, 6)
         platform = tags.get("platform", "linux")
         return {"unitPrice": unit, "currency": "USD", "costPerMonth": monthly,
@@ -88,21 +94,14 @@ def quote(region, resource_type, sku, tags):
                                    "value": round(EC2_HOURLY[sku] * CARBON_PER_EC2_DOLLAR, 1),
                                    "unit": "gCO2e"}],
                 "costBreakdown": {"compute": monthly}}
-    if resource_type == "ebs":
-        if sku not in EBS_GB_MONTH:
-            raise ConnectError("not_found", f"no EBS price for {sku} in {region}",
-                               "ERROR_CODE_PRICING_UNAVAILABLE")
-        size = float(tags.get("size", 8))
-        unit = round(EBS_GB_MONTH[sku] * f, 6)
-        return {"unitPrice": unit, "currency": "USD", "costPerMonth": round(unit * size, 6),
-                "billingDetail": f"EBS {sku}, {size:g} GB"}
-    if resource_type == "s3":
-        if sku not in S3_GB_MONTH:
-            raise ConnectError("not_found", f"no S3 price for {sku} in {region}",
-                               "ERROR_CODE_PRICING_UNAVAILABLE")
-        size = float(tags.get("size", 1))
-        unit = round(S3_GB_MONTH[sku] * f, 6)
-        return {"unitPrice": unit, "currency": "USD", "costPerMonth": round(unit * size, 6)}
+    if resource_type in STORAGE:
+        table, default_size = STORAGE[resource_type]
+        size = float(tags.get("size", default_size))
+        unit = round(listed(table, resource_type, sku, region) * f, 6)
+        out = {"unitPrice": unit, "currency": "USD", "costPerMonth": round(unit * size, 6)}
+        if resource_type == "ebs":
+            out["billingDetail"] = f"EBS {sku}, {size:g} GB"
+        return out
     if resource_type == "lambda":
         try:
             memory_gb = int(sku) / 1024
