@@ -18,7 +18,7 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::batch;
 use crate::datum::Datum;
@@ -141,7 +141,17 @@ impl<S: MetricSink> Publisher<S> {
             batch::split(valid, &self.namespace).into();
         let mut leftover = Vec::new();
         while let Some(mut b) = pending.pop_front() {
-            if report.failed {
+            // Past the deadline the rest waits for the next cycle rather than delaying it: a
+            // skipped tick would lose a cycle of data, a deferred batch loses nothing. The
+            // first batch always gets its attempt, so a late cycle still makes progress.
+            let out_of_time = report.calls > 0 && Instant::now() >= deadline;
+            if report.failed || out_of_time {
+                if out_of_time && !report.failed && leftover.is_empty() {
+                    info!(
+                        datums = b.len() + pending.iter().map(Vec::len).sum::<usize>(),
+                        "cycle deadline reached; the remaining datums go first next cycle"
+                    );
+                }
                 leftover.append(&mut b);
                 continue;
             }
@@ -505,6 +515,50 @@ mod tests {
         assert!(r.failed);
         assert!((2..=5).contains(&r.calls), "{}", r.calls);
         assert_eq!(r.queued, 2);
+    }
+
+    /// Accepts everything, slowly.
+    struct SlowSink(Duration);
+
+    impl MetricSink for SlowSink {
+        async fn put(&self, _namespace: &str, _batch: &[Datum]) -> Result<(), PutError> {
+            tokio::time::sleep(self.0).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_past_the_deadline_waits_for_the_next_cycle_without_failing() {
+        let mut p = Publisher::new(
+            SlowSink(Duration::from_millis(100)),
+            "Test/Ns".into(),
+            10_000,
+            RetryPolicy {
+                min_attempt: Duration::from_secs(2),
+                ..fast()
+            },
+        );
+        let deadline = Instant::now() + Duration::from_millis(250);
+        let r = p.publish(data(0..5500), deadline).await;
+        // Batches start at 0, 100 and 200 ms; the fourth would start at the deadline.
+        assert_eq!((r.published, r.calls, r.queued), (3000, 3, 2500));
+        assert!(!r.failed);
+        let r = p
+            .publish(vec![], Instant::now() + Duration::from_secs(5))
+            .await;
+        assert_eq!((r.published, r.queued), (2500, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cycle_already_late_still_sends_its_first_batch() {
+        let mut p = Publisher::new(
+            SlowSink(Duration::from_millis(10)),
+            "Test/Ns".into(),
+            10_000,
+            fast(),
+        );
+        let r = p.publish(data(0..1500), Instant::now()).await;
+        assert_eq!((r.published, r.calls, r.queued), (1000, 1, 500));
     }
 
     #[tokio::test]
