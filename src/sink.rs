@@ -600,13 +600,17 @@ mod tests {
         assert_eq!((r.published, r.dropped_expired), (1, 1));
     }
 
-    /// Records the size of the serialized PutMetricData body, then stops the request.
+    /// Records the serialized PutMetricData body's size and Content-Encoding, then stops the
+    /// request before it leaves.
     #[derive(Debug, Default, Clone)]
-    struct BodySize(std::sync::Arc<Mutex<Option<usize>>>);
+    struct Wire(std::sync::Arc<Mutex<Option<Seen>>>);
 
-    impl aws_sdk_cloudwatch::config::Intercept for BodySize {
+    /// Body size and Content-Encoding of one request.
+    type Seen = (usize, Option<String>);
+
+    impl aws_sdk_cloudwatch::config::Intercept for Wire {
         fn name(&self) -> &'static str {
-            "BodySize"
+            "Wire"
         }
         fn read_before_transmit(
             &self,
@@ -616,26 +620,37 @@ mod tests {
             _: &aws_sdk_cloudwatch::config::RuntimeComponents,
             _: &mut aws_sdk_cloudwatch::config::ConfigBag,
         ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            *self.0.lock().unwrap() = context.request().body().bytes().map(<[u8]>::len);
+            let request = context.request();
+            let size = request.body().bytes().map_or(0, <[u8]>::len);
+            let encoding = request
+                .headers()
+                .get("content-encoding")
+                .map(str::to_string);
+            *self.0.lock().unwrap() = Some((size, encoding));
             Err("measured; not sent".into())
         }
     }
 
-    /// The body the real SDK encodes (CBOR, before compression) for `batch`.
-    async fn wire_size(batch: &[Datum]) -> usize {
+    /// What the real SDK puts on the wire for `batch`: body size and Content-Encoding.
+    async fn wire(batch: &[Datum], compress: bool) -> Seen {
         use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
-        let probe = BodySize::default();
+        let probe = Wire::default();
         let conf = aws_sdk_cloudwatch::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
             .endpoint_url("http://127.0.0.1:1")
-            .disable_request_compression(true)
+            .disable_request_compression(!compress)
             .interceptor(probe.clone())
             .build();
         let sink = CloudWatchSink::new(aws_sdk_cloudwatch::Client::from_conf(conf));
         assert!(sink.put(NS_MAX, batch).await.is_err());
-        probe.0.lock().unwrap().expect("body measured")
+        probe.0.lock().unwrap().clone().expect("request measured")
+    }
+
+    /// The CBOR body before compression.
+    async fn wire_size(batch: &[Datum]) -> usize {
+        wire(batch, false).await.0
     }
 
     const NS_MAX: &str = "FinFocus/Plugins";
@@ -676,6 +691,17 @@ mod tests {
         let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
         assert!(wire <= bound, "wire {wire} > bound {bound}");
         assert!(bound <= wire * 2, "wire {wire}, bound {bound}");
+    }
+
+    #[tokio::test]
+    async fn full_batches_go_out_gzipped_as_the_sdk_does_by_default() {
+        // The agent builds its client from aws-config defaults, which leave compression on
+        // unless AWS_DISABLE_REQUEST_COMPRESSION says otherwise.
+        let batch = data(0..1000);
+        let (plain, _) = wire(&batch, false).await;
+        let (size, encoding) = wire(&batch, true).await;
+        assert_eq!(encoding.as_deref(), Some("gzip"));
+        assert!(size * 3 < plain, "gzip {size} vs plain {plain}");
     }
 
     #[test]
