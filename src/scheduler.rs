@@ -26,11 +26,16 @@ pub const EXIT_PUBLISH_FAILED: i32 = 1;
 #[error("scheduler: {0}")]
 pub struct SchedulerError(#[from] JobSchedulerError);
 
+/// The schedule's interval after `now`; a schedule with no further ticks gets a minute.
+fn interval(schedule: &Schedule, now: SystemTime) -> Duration {
+    schedule
+        .interval_after(now)
+        .unwrap_or(Duration::from_secs(60))
+}
+
 /// When a cycle starting at `now` must stop trying to publish.
 pub fn cycle_deadline(schedule: &Schedule, now: SystemTime) -> Instant {
-    let interval = schedule
-        .interval_after(now)
-        .unwrap_or(Duration::from_secs(60));
+    let interval = interval(schedule, now);
     let until_next = schedule
         .next_after(now)
         .and_then(|next| next.duration_since(now).ok())
@@ -47,10 +52,7 @@ pub async fn run_once<S: MetricSink>(
     shutdown: &mut Shutdown,
     shutdown_timeout: Duration,
 ) -> i32 {
-    let now = SystemTime::now();
-    let budget = schedule
-        .interval_after(now)
-        .unwrap_or(Duration::from_secs(60));
+    let budget = interval(schedule, SystemTime::now());
     let cycle = agent.run_cycle(Instant::now() + budget);
     tokio::pin!(cycle);
     let report = tokio::select! {

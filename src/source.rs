@@ -107,11 +107,13 @@ impl Collector {
     pub async fn collect(&mut self) -> Collection {
         let deadline = Instant::now() + self.timeout;
         let probes = join_all(self.targets.iter().map(|t| {
-            let hint = self
-                .last_known
-                .get(&t.base_url)
-                .cloned()
-                .or_else(|| t.configured_region.clone());
+            // Until the plugin answers GetPluginInfo, cost queries name this region.
+            let hint = resolve_region(
+                None,
+                self.last_known.get(&t.base_url).map(String::as_str),
+                t.configured_region.as_deref(),
+            )
+            .map(str::to_string);
             probe(&self.client, &t.base_url, hint, &self.basket, deadline)
         }))
         .await;
