@@ -60,12 +60,14 @@ pub struct PluginInfo {
 }
 
 impl PluginInfo {
+    /// The region the plugin serves, when it reports a well-formed region name; anything
+    /// else is treated as no report, so it never becomes a dimension value.
     pub fn region(&self) -> Option<&str> {
         self.metadata
             .as_ref()?
             .get("region")
             .map(String::as_str)
-            .filter(|r| !r.is_empty())
+            .filter(|r| crate::config::is_region(r))
     }
 }
 
@@ -374,8 +376,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(i.region(), Some("us-west-1"));
-        let i: PluginInfo = serde_json::from_str(r#"{"metadata":{"region":""}}"#).unwrap();
-        assert_eq!(i.region(), None);
+        for bad in ["", "US East", "us-east-1\n", "global"] {
+            let i = PluginInfo {
+                metadata: Some(BTreeMap::from([("region".into(), bad.into())])),
+                ..PluginInfo::default()
+            };
+            assert_eq!(i.region(), None, "{bad:?}");
+        }
         let i: PluginInfo = serde_json::from_str("{}").unwrap();
         assert_eq!(i.region(), None);
     }
