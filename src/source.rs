@@ -131,7 +131,14 @@ impl Collector {
                 target.configured_region.as_deref(),
             )
             .map(str::to_string) else {
-                debug!(target = %target.base_url, error = ?probe.health.error, "no plugin has answered on this port; not a region");
+                match (&probe.health.error, &probe.info_error) {
+                    (None, Some(e)) => {
+                        warn!(target = %target.base_url, error = %e, "plugin is healthy but does not say which region it serves; not published. Fix: name it in PLUGIN_TARGETS")
+                    }
+                    _ => {
+                        debug!(target = %target.base_url, error = ?probe.health.error, "no plugin has answered on this port; not a region")
+                    }
+                }
                 continue;
             };
             if let Some(other) = seen.insert(region.clone(), target.base_url.clone()) {
@@ -255,6 +262,11 @@ async fn probe(
     match client.plugin_info(base, deadline).await {
         Ok(info) => {
             probe.reported_region = info.region().map(str::to_string);
+            if probe.reported_region.is_none() {
+                probe.info_error = Some(CallError::Decode(
+                    "GetPluginInfo has no valid metadata.region".into(),
+                ));
+            }
             probe.plugin_version = info.version;
         }
         Err(e) => probe.info_error = Some(e),
