@@ -103,6 +103,20 @@ pub enum Targets {
     Explicit(Vec<ExplicitTarget>),
 }
 
+impl Targets {
+    /// How many endpoints will be probed each cycle.
+    pub fn len(&self) -> usize {
+        match self {
+            Targets::Discover { ports, .. } => ports.len(),
+            Targets::Explicit(list) => list.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExplicitTarget {
     pub region: String,

@@ -108,12 +108,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Sink::CloudWatch(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)))
     };
 
-    let targets = cloudwatch_publisher::source::Target::from_config(&config.targets);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         namespace = %config.namespace,
         schedule = %config.schedule.expr,
-        targets = targets.len(),
+        targets = config.targets.len(),
         basket = config.basket.len(),
         target_timeout_ms = config.target_timeout.as_millis() as u64,
         dry_run = cli.dry_run,
