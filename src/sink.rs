@@ -139,21 +139,17 @@ impl<S: MetricSink> Publisher<S> {
 
         let mut pending: std::collections::VecDeque<Vec<Datum>> =
             batch::split(valid, &self.namespace).into();
-        let mut leftover = Vec::new();
         while let Some(mut b) = pending.pop_front() {
             // Past the deadline the rest waits for the next cycle rather than delaying it: a
             // skipped tick would lose a cycle of data, a deferred batch loses nothing. The
             // first batch always gets its attempt, so a late cycle still makes progress.
-            let out_of_time = report.calls > 0 && Instant::now() >= deadline;
-            if report.failed || out_of_time {
-                if out_of_time && !report.failed && leftover.is_empty() {
-                    info!(
-                        datums = b.len() + pending.iter().map(Vec::len).sum::<usize>(),
-                        "cycle deadline reached; the remaining datums go first next cycle"
-                    );
-                }
-                leftover.append(&mut b);
-                continue;
+            if report.calls > 0 && Instant::now() >= deadline {
+                pending.push_front(b);
+                info!(
+                    datums = pending.iter().map(Vec::len).sum::<usize>(),
+                    "cycle deadline reached; the remaining datums go first next cycle"
+                );
+                break;
             }
             match self.send(&b, deadline, &mut report.calls).await {
                 Ok(()) => report.published += b.len(),
@@ -170,10 +166,12 @@ impl<S: MetricSink> Publisher<S> {
                 Err(e) => {
                     error!(datums = b.len(), error = %e, "PutMetricData failed; datums kept for the next cycle");
                     report.failed = true;
-                    leftover.append(&mut b);
+                    pending.push_front(b);
+                    break;
                 }
             }
         }
+        let leftover: Vec<Datum> = pending.into_iter().flatten().collect();
         let overflow = self.queue.park(leftover);
         if overflow > 0 {
             warn!(
