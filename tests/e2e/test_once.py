@@ -6,7 +6,7 @@ import time
 import pytest
 
 from expect import UNITS, cost_datums
-from harness import Agent, Fleet, agent_env, parse_ts
+from harness import Agent, agent_env, parse_ts
 
 BASKET = "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100,lambda:128,ec2:x9.huge"
 
@@ -18,7 +18,7 @@ def test_once_publishes_health_and_cost_of_every_region_under_its_own_name(local
     assert agent.run() == 0, agent.lines
     [cycle] = agent.cycles()
     stamp = parse_ts(cycle["cycle_timestamp"])
-    regions = fleet_module_regions()
+    regions = fleet.regions
     assert cycle["healthy"] == 10 and cycle["unhealthy"] == 0
     assert cycle["published"] == cycle["datums"] == 10 * 13
     assert cycle["queued"] == 0 and cycle["dropped"] == 0
@@ -48,11 +48,6 @@ def test_once_publishes_health_and_cost_of_every_region_under_its_own_name(local
     # The unknown sku is a per-resource error, logged with its Connect code.
     errors = [l for l in agent.messages("cost query failed") if l["region"] == "us-east-1"]
     assert [(e["sku"], e["code"]) for e in errors] == [("x9.huge", "not_found")]
-
-
-def fleet_module_regions():
-    import fleet as fleet_module
-    return fleet_module.LAYOUTS["v0.1.8"]
 
 
 @pytest.mark.parametrize("fleet", [{"args": ["--hang", "us-west-2"]}], indirect=True)

@@ -5,7 +5,7 @@ import datetime
 import signal
 import time
 
-from harness import Agent, Switch, agent_env, parse_ts, wait_for
+from harness import Agent, Switch, agent_env, parse_ts
 
 
 def stamps(agent):
