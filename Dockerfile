@@ -2,8 +2,8 @@
 # Build: docker build -t cloudwatch-publisher .
 
 FROM rust:1.95-alpine3.22 AS build
-# aws-lc-sys (rustls' crypto provider in the AWS SDK) compiles C.
-RUN apk add --no-cache build-base cmake perl
+# ring (rustls' crypto provider here) compiles a little C and assembly.
+RUN apk add --no-cache build-base
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

@@ -73,6 +73,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The SDK's HTTPS client on rustls with ring; trust roots come from the system store
+/// (Alpine's ca-certificates in the image, or SSL_CERT_FILE).
+fn https_client() -> aws_sdk_cloudwatch::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -92,7 +101,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let sink = if cli.dry_run {
         Sink::DryRun(DryRunSink)
     } else {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
+            .load()
+            .await;
         let Some(region) = sdk.region() else {
             error!(
                 variables = "AWS_REGION",
