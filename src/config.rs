@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -21,6 +22,9 @@ pub struct Variable {
     pub name: &'static str,
     pub default: &'static str,
     pub meaning: &'static str,
+    /// A valid value other than the default; docs/configuration.md shows it and a test
+    /// checks that it parses.
+    pub example: &'static str,
 }
 
 /// Every variable the agent reads itself; the AWS SDK reads its own (credentials,
@@ -30,61 +34,91 @@ pub const VARIABLES: &[Variable] = &[
         name: "AWS_REGION",
         default: "SDK chain",
         meaning: "region CloudWatch is written to; else profile, ECS or IMDS",
+        example: "eu-west-1",
     },
     Variable {
         name: "CLOUDWATCH_NAMESPACE",
         default: "FinFocus/Plugins",
         meaning: "namespace of every metric; 1-255 chars, not AWS/...",
+        example: "Team/FinOps",
     },
     Variable {
         name: "SCHEDULE",
         default: "0 * * * * *",
         meaning: "cron with a seconds field (sec min hour dom mon dow), UTC",
+        example: "0 */5 * * * *",
     },
     Variable {
         name: "PLUGIN_HOST",
         default: "127.0.0.1",
         meaning: "host of the plugin fleet, with PLUGIN_PORTS",
+        example: "finfocus-plugin",
     },
     Variable {
         name: "PLUGIN_PORTS",
         default: "8001-8012",
         meaning: "ports to discover regional plugins on: ranges and lists, 8001-8010,8012",
+        example: "8001-8009,8012",
     },
     Variable {
         name: "PLUGIN_TARGETS",
         default: "",
         meaning: "explicit targets instead: region=http://host:port,...",
+        example: "us-east-1=http://127.0.0.1:8001,us-west-1=http://127.0.0.1:8010",
     },
     Variable {
         name: "COST_RESOURCES",
         default: "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100",
         meaning: "basket priced in every region: type:sku[?tag=value&...],...; none disables",
+        example: "ec2:t3.micro,s3:STANDARD?size=500",
     },
     Variable {
         name: "TARGET_TIMEOUT",
         default: "5s",
         meaning: "time budget of one target in one cycle (health, info and cost)",
+        example: "2s",
     },
     Variable {
         name: "SHUTDOWN_TIMEOUT",
         default: "10s",
         meaning: "after SIGTERM, time to finish the cycle and flush the queue",
+        example: "25s",
     },
     Variable {
         name: "QUEUE_MAX_DATUMS",
         default: "50000",
         meaning: "datums kept in memory while CloudWatch is unreachable; oldest dropped first",
+        example: "100000",
+    },
+    Variable {
+        name: "HEALTH_ADDR",
+        default: "127.0.0.1:8686",
+        meaning: "where /healthz and /metrics listen (IP:port); set empty to disable",
+        example: "0.0.0.0:8686",
+    },
+    Variable {
+        name: "SELF_METRICS",
+        default: "true",
+        meaning: "also publish the agent's own metrics (dimension Agent): true or false",
+        example: "false",
+    },
+    Variable {
+        name: "AGENT_NAME",
+        default: "cloudwatch-publisher",
+        meaning: "value of the Agent dimension of the self metrics; keep it stable",
+        example: "prod-eu-finops",
     },
     Variable {
         name: "LOG_FORMAT",
         default: "json",
         meaning: "json (one object per line) or text",
+        example: "text",
     },
     Variable {
         name: "LOG_LEVEL",
         default: "info",
         meaning: "error, warn, info, debug or trace; RUST_LOG directives take precedence",
+        example: "debug",
     },
 ];
 
@@ -93,6 +127,8 @@ pub const DEFAULT_SCHEDULE: &str = "0 * * * * *";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORTS: &str = "8001-8012";
 pub const DEFAULT_BASKET: &str = "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100";
+pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:8686";
+pub const DEFAULT_AGENT_NAME: &str = "cloudwatch-publisher";
 
 /// Where the plugins are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +218,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing EnvFilter directive string.
     pub log_filter: String,
+    /// Where /healthz and /metrics listen; None when HEALTH_ADDR is set empty.
+    pub health_addr: Option<SocketAddr>,
+    /// The Agent dimension of the self metrics; None when SELF_METRICS=false.
+    pub self_metrics: Option<String>,
 }
 
 /// One bad variable.
@@ -230,6 +270,9 @@ struct Raw {
     log_format: Option<String>,
     log_level: Option<String>,
     rust_log: Option<String>,
+    health_addr: Option<String>,
+    self_metrics: Option<String>,
+    agent_name: Option<String>,
 }
 
 impl Config {
@@ -263,13 +306,19 @@ impl Config {
     }
 
     /// Reads the configuration from `vars` (name, value) pairs. Empty values count as unset,
-    /// as `docker run -e NAME=` and compose files produce them.
+    /// as `docker run -e NAME=` and compose files produce them; only HEALTH_ADDR gives empty
+    /// a meaning of its own (disabled).
     pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let raw: Raw = envy::from_iter(vars.into_iter().filter(|(_, v)| !v.trim().is_empty()))
-            .expect("every field is an optional string");
+        let mut health_disabled = false;
+        let vars = vars.into_iter().filter(|(k, v)| {
+            let empty = v.trim().is_empty();
+            health_disabled |= empty && k == "HEALTH_ADDR";
+            !empty
+        });
+        let raw: Raw = envy::from_iter(vars).expect("every field is an optional string");
         let mut problems = Vec::new();
         let mut bad = |variable: &'static str, value: &str, expected: String| {
             problems.push(Problem {
@@ -452,6 +501,43 @@ impl Config {
             (None, None) => Some("info".into()),
         };
 
+        let health_addr = if health_disabled {
+            Some(None)
+        } else {
+            match parse_health_addr(raw.health_addr.as_deref()) {
+                Ok(addr) => Some(addr),
+                Err(why) => {
+                    bad("HEALTH_ADDR", raw.health_addr.as_deref().unwrap_or(""), why);
+                    None
+                }
+            }
+        };
+
+        let self_metrics_on = match raw.self_metrics.as_deref().map(str::trim) {
+            None => Some(true),
+            Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
+            Some(other) => {
+                bad("SELF_METRICS", other, "true or false".into());
+                None
+            }
+        };
+        let agent_name = raw
+            .agent_name
+            .map(|n| n.trim().to_string())
+            .unwrap_or_else(|| DEFAULT_AGENT_NAME.into());
+        let agent_name_ok = agent_name.len() <= 255
+            && agent_name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() || b == b' ');
+        if !agent_name_ok {
+            bad(
+                "AGENT_NAME",
+                &agent_name,
+                "1 to 255 printable ASCII characters (it is a CloudWatch dimension value)".into(),
+            );
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -467,8 +553,21 @@ impl Config {
             queue_max_datums: queue_max_datums.expect("validated"),
             log_format: log_format.expect("validated"),
             log_filter: log_filter.expect("validated"),
+            health_addr: health_addr.expect("validated"),
+            self_metrics: self_metrics_on.expect("validated").then_some(agent_name),
         })
     }
+}
+
+/// HEALTH_ADDR as written: unset means the default; the caller handles empty (disabled).
+pub fn parse_health_addr(value: Option<&str>) -> Result<Option<SocketAddr>, String> {
+    let text = value.map_or(DEFAULT_HEALTH_ADDR, str::trim);
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        "an IP address and port such as 127.0.0.1:8686 or 0.0.0.0:8686 (no host names), or empty to disable the listener".into()
+    })
 }
 
 /// Keeps error messages readable when a value is very long.
@@ -633,6 +732,63 @@ mod tests {
         assert_eq!(c.queue_max_datums, 50_000);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.log_filter, "info");
+        assert_eq!(c.health_addr, Some("127.0.0.1:8686".parse().unwrap()));
+        assert_eq!(c.self_metrics.as_deref(), Some("cloudwatch-publisher"));
+    }
+
+    #[test]
+    fn empty_health_addr_disables_the_listener() {
+        assert_eq!(ok(&[("HEALTH_ADDR", "")]).health_addr, None);
+        assert_eq!(ok(&[("HEALTH_ADDR", "  ")]).health_addr, None);
+        assert_eq!(parse_health_addr(Some("")), Ok(None));
+        assert_eq!(
+            parse_health_addr(None),
+            Ok(Some("127.0.0.1:8686".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn health_addr_takes_ipv4_or_ipv6_with_port() {
+        assert_eq!(
+            ok(&[("HEALTH_ADDR", "[::]:9000")]).health_addr,
+            Some("[::]:9000".parse().unwrap())
+        );
+        for bad_addr in ["localhost:8686", "8686", "0.0.0.0", "0.0.0.0:99999"] {
+            let e = bad(&[("HEALTH_ADDR", bad_addr)]);
+            assert_eq!(e.variables(), ["HEALTH_ADDR"], "{bad_addr}");
+            assert!(e.to_string().contains("empty to disable"), "{e}");
+        }
+    }
+
+    #[test]
+    fn self_metrics_switch_and_agent_name() {
+        assert_eq!(ok(&[("SELF_METRICS", "false")]).self_metrics, None);
+        assert_eq!(
+            ok(&[("SELF_METRICS", "TRUE"), ("AGENT_NAME", "prod-eu")])
+                .self_metrics
+                .as_deref(),
+            Some("prod-eu")
+        );
+        assert_eq!(bad(&[("SELF_METRICS", "no")]).variables(), ["SELF_METRICS"]);
+        assert_eq!(
+            bad(&[("AGENT_NAME", "tab\there")]).variables(),
+            ["AGENT_NAME"]
+        );
+        assert_eq!(
+            bad(&[("AGENT_NAME", &"a".repeat(256))]).variables(),
+            ["AGENT_NAME"]
+        );
+    }
+
+    #[test]
+    fn every_documented_example_is_valid() {
+        for v in VARIABLES {
+            assert!(!v.example.is_empty(), "{} has no example", v.name);
+            assert_ne!(v.example, v.default, "{}: show something new", v.name);
+            // PLUGIN_TARGETS excludes PLUGIN_HOST/PLUGIN_PORTS, which are unset here.
+            Config::from_vars(vars(&[(v.name, v.example)]))
+                .unwrap_or_else(|e| panic!("{}={}: {e}", v.name, v.example));
+        }
     }
 
     #[test]

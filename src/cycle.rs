@@ -1,7 +1,8 @@
-//! One cycle of the pipeline: collect from the fleet, transform, publish; and its log line.
+//! One cycle of the pipeline: collect from the fleet, transform, publish; its log line, its
+//! entry in the agent's [`Stats`] and, with SELF_METRICS, the agent's own datums.
 //!
-//! [`Agent`] owns the pipeline's state (the source's region memory and the sink's queue), so
-//! the scheduler only has to hand it a deadline.
+//! [`Agent`] owns the pipeline's state (the source's region memory, the sink's queue and the
+//! self datums waiting to go out), so the scheduler only has to hand it a deadline.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,13 +10,21 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::config::Config;
+use crate::datum::Datum;
+use crate::sample::Sample;
 use crate::sink::{MetricSink, PublishReport, Publisher, RetryPolicy};
 use crate::source::Collector;
+use crate::stats::{SharedStats, Stats};
 use crate::transform;
 
 pub struct Agent<S> {
     collector: Collector,
     publisher: Publisher<S>,
+    stats: SharedStats,
+    /// The Agent dimension, when SELF_METRICS is on.
+    self_metrics: Option<String>,
+    /// The last cycle's self datums: they go out with the next publish.
+    self_datums: Vec<Datum>,
 }
 
 /// What one cycle did.
@@ -37,7 +46,15 @@ impl<S: MetricSink> Agent<S> {
                 config.queue_max_datums,
                 RetryPolicy::default(),
             ),
+            stats: Stats::shared(SystemTime::now()),
+            self_metrics: config.self_metrics.clone(),
+            self_datums: Vec::new(),
         }
+    }
+
+    /// What the health listener reads.
+    pub fn stats(&self) -> SharedStats {
+        self.stats.clone()
     }
 
     /// Runs one cycle; publishing (retries included) stops trying at `deadline`.
@@ -46,10 +63,19 @@ impl<S: MetricSink> Agent<S> {
         let timestamp = whole_second(SystemTime::now());
         let collection = self.collector.collect().await;
         let collect_time = started.elapsed();
-        let datums = transform::to_datums(&collection.samples, timestamp);
+        let mut datums = transform::to_datums(&collection.samples, timestamp);
         let collected = datums.len();
+        datums.append(&mut self.self_datums);
         let publish = self.publisher.publish(datums, deadline).await;
         let duration = started.elapsed();
+        // Counted before it is logged, so whoever reads the log line finds it in /metrics.
+        self.stats.lock().expect("stats lock").record_cycle(
+            collected,
+            collection.statuses.clone(),
+            duration,
+            &publish,
+            SystemTime::now(),
+        );
         info!(
             cycle_timestamp = %humantime::format_rfc3339(timestamp),
             targets = collection.targets,
@@ -65,6 +91,16 @@ impl<S: MetricSink> Agent<S> {
             duration_ms = duration.as_millis() as u64,
             "cycle complete"
         );
+        if let Some(agent) = &self.self_metrics {
+            let cycle = Sample::Cycle {
+                agent: agent.clone(),
+                duration,
+                published: publish.published,
+                queued: publish.queued,
+                failed_calls: publish.failed_calls,
+            };
+            self.self_datums = transform::to_datums(&[cycle], timestamp);
+        }
         CycleReport {
             timestamp,
             collected,
@@ -73,12 +109,18 @@ impl<S: MetricSink> Agent<S> {
         }
     }
 
-    /// Sends whatever waits in the queue; used at shutdown.
+    /// Sends whatever waits: the queue and the last cycle's self datums. Used at shutdown
+    /// and after `--once`.
     pub async fn flush(&mut self, deadline: Instant) -> PublishReport {
-        if self.publisher.queued() == 0 {
+        if self.queued() == 0 {
             return PublishReport::default();
         }
-        let report = self.publisher.publish(Vec::new(), deadline).await;
+        let self_datums = std::mem::take(&mut self.self_datums);
+        let report = self.publisher.publish(self_datums, deadline).await;
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .record_publish(&report);
         info!(
             published = report.published,
             calls = report.calls,
@@ -89,8 +131,9 @@ impl<S: MetricSink> Agent<S> {
         report
     }
 
+    /// Datums not yet delivered: the retry queue and the self datums of the last cycle.
     pub fn queued(&self) -> usize {
-        self.publisher.queued()
+        self.publisher.queued() + self.self_datums.len()
     }
 }
 

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use aws_config::BehaviorVersion;
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::{error, info, warn};
 
 use cloudwatch_publisher::config::{self, Config, EXIT_CONFIG, LogFormat};
 use cloudwatch_publisher::cycle::Agent;
+use cloudwatch_publisher::health;
 use cloudwatch_publisher::logging;
 use cloudwatch_publisher::scheduler;
 use cloudwatch_publisher::shutdown::Shutdown;
@@ -20,6 +21,8 @@ use cloudwatch_publisher::sink::{CloudWatchSink, DryRunSink, Sink};
 #[derive(Debug, Parser)]
 #[command(name = "cloudwatch-publisher", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Run one cycle and exit: 0 when publishing succeeded, 1 when it failed, 78 on bad
     /// configuration.
     #[arg(long)]
@@ -28,6 +31,13 @@ struct Cli {
     /// needs no credentials or region.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask the running agent's /healthz on HEALTH_ADDR: exit 0 when it is healthy, 1 when not
+    /// (the container image's HEALTHCHECK runs this).
+    Healthcheck,
 }
 
 fn after_help() -> String {
@@ -45,8 +55,9 @@ fn after_help() -> String {
     }
     text.push_str(
         "  AWS_* SDK variables    credentials chain, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS\n\n\
-         Exit codes:\n  0   success (or stopped by SIGTERM/SIGINT)\n  1   publishing failed (--once)\n  \
-         78  invalid configuration\n  130/143  second SIGINT/SIGTERM during shutdown\n",
+         Exit codes:\n  0   success (or stopped by SIGTERM/SIGINT); healthcheck: healthy\n  \
+         1   publishing failed (--once); healthcheck: unhealthy or no answer\n  \
+         78  invalid configuration, or HEALTH_ADDR cannot be listened on\n  130/143  second SIGINT/SIGTERM during shutdown\n",
     );
     text
 }
@@ -64,6 +75,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Healthcheck) = cli.command {
+        return runtime.block_on(healthcheck());
+    }
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
@@ -80,6 +94,27 @@ fn https_client() -> aws_sdk_cloudwatch::config::SharedHttpClient {
     aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https()
+}
+
+/// Prints the agent's answer; Docker keeps the output of the last few checks.
+async fn healthcheck() -> ExitCode {
+    let addr = match config::parse_health_addr(std::env::var("HEALTH_ADDR").ok().as_deref()) {
+        Ok(addr) => addr,
+        Err(why) => {
+            eprintln!("invalid configuration: HEALTH_ADDR: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match health::check(addr).await {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -129,6 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         target_timeout_ms = config.target_timeout.as_millis() as u64,
         dry_run = cli.dry_run,
         once = cli.once,
+        health_addr = config.health_addr.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()),
+        self_metrics = config.self_metrics.as_deref().unwrap_or("off"),
         "starting"
     );
     if let Some(interval) = config
@@ -145,6 +182,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
     let mut shutdown = Shutdown::install().context("installing signal handlers")?;
     let mut agent = Agent::new(&config, sink);
+    // One-shot runs end before any probe would ask; they get no listener.
+    if let (Some(addr), false) = (config.health_addr, cli.once) {
+        match health::bind(addr).await {
+            Ok(listener) => health::serve(listener, agent.stats(), config.schedule.clone()),
+            Err(e) => {
+                error!(variables = "HEALTH_ADDR", "{e}");
+                return Ok(EXIT_CONFIG);
+            }
+        }
+    }
     if cli.once {
         return Ok(scheduler::run_once(
             &mut agent,

@@ -173,10 +173,7 @@ impl PluginClient {
     /// `GET /healthz`: healthy on 200 only.
     pub async fn health(&self, base: &str, deadline: Instant) -> Health {
         let started = Instant::now();
-        let request = Request::get(format!("{base}/healthz"))
-            .body(Full::new(Bytes::new()))
-            .expect("static request");
-        match self.send(request, deadline).await {
+        match self.get(&format!("{base}/healthz"), deadline).await {
             Ok((status, _)) => {
                 let latency = Some(started.elapsed());
                 if status == StatusCode::OK {
@@ -199,6 +196,19 @@ impl PluginClient {
                 error: Some(e),
             },
         }
+    }
+
+    /// A plain GET of `url`: status and body. The `healthcheck` command asks the agent's
+    /// own /healthz with it too.
+    pub async fn get(
+        &self,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        let request = Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        self.send(request, deadline).await
     }
 
     pub async fn plugin_info(

@@ -17,6 +17,7 @@ use crate::config::Schedule;
 use crate::cycle::Agent;
 use crate::shutdown::Shutdown;
 use crate::sink::MetricSink;
+use crate::stats::SharedStats;
 
 /// Exit codes of the agent.
 pub const EXIT_OK: i32 = 0;
@@ -27,7 +28,7 @@ pub const EXIT_PUBLISH_FAILED: i32 = 1;
 pub struct SchedulerError(#[from] JobSchedulerError);
 
 /// The schedule's interval after `now`; a schedule with no further ticks gets a minute.
-fn interval(schedule: &Schedule, now: SystemTime) -> Duration {
+pub fn interval(schedule: &Schedule, now: SystemTime) -> Duration {
     schedule
         .interval_after(now)
         .unwrap_or(Duration::from_secs(60))
@@ -53,30 +54,36 @@ pub async fn run_once<S: MetricSink>(
     shutdown_timeout: Duration,
 ) -> i32 {
     let budget = interval(schedule, SystemTime::now());
-    let cycle = agent.run_cycle(Instant::now() + budget);
-    tokio::pin!(cycle);
-    let report = tokio::select! {
-        report = &mut cycle => report,
-        signal = shutdown.recv() => {
-            info!(signal = Shutdown::name(signal), "stopping: finishing the running cycle");
-            tokio::select! {
-                finished = tokio::time::timeout(shutdown_timeout, &mut cycle) => match finished {
-                    Ok(report) => report,
-                    Err(_) => {
-                        error!("SHUTDOWN_TIMEOUT passed before the cycle finished; its datums are lost");
-                        return EXIT_PUBLISH_FAILED;
+    let report = {
+        let cycle = agent.run_cycle(Instant::now() + budget);
+        tokio::pin!(cycle);
+        tokio::select! {
+            report = &mut cycle => report,
+            signal = shutdown.recv() => {
+                info!(signal = Shutdown::name(signal), "stopping: finishing the running cycle");
+                tokio::select! {
+                    finished = tokio::time::timeout(shutdown_timeout, &mut cycle) => match finished {
+                        Ok(report) => report,
+                        Err(_) => {
+                            error!("SHUTDOWN_TIMEOUT passed before the cycle finished; its datums are lost");
+                            return EXIT_PUBLISH_FAILED;
+                        }
+                    },
+                    signal = shutdown.recv() => {
+                        warn!(signal = Shutdown::name(signal), "second signal: exiting now");
+                        return Shutdown::exit_code(signal);
                     }
-                },
-                signal = shutdown.recv() => {
-                    warn!(signal = Shutdown::name(signal), "second signal: exiting now");
-                    return Shutdown::exit_code(signal);
                 }
             }
         }
     };
-    if report.publish.failed || report.publish.queued > 0 {
+    if !report.publish.failed {
+        // Deferred batches and the cycle's self metrics go out before exiting.
+        agent.flush(Instant::now() + budget).await;
+    }
+    if agent.queued() > 0 {
         error!(
-            undelivered = report.publish.queued,
+            undelivered = agent.queued(),
             "publishing failed; these datums are lost when --once exits"
         );
         EXIT_PUBLISH_FAILED
@@ -93,17 +100,18 @@ pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
     shutdown: &mut Shutdown,
     shutdown_timeout: Duration,
 ) -> Result<i32, SchedulerError> {
+    let stats = agent.stats();
     let agent = Arc::new(Mutex::new(agent));
     let mut scheduler = JobScheduler::new().await?;
-    let (job_agent, job_schedule) = (agent.clone(), schedule.clone());
+    let (job_agent, job_schedule, job_stats) = (agent.clone(), schedule.clone(), stats.clone());
     let job = Job::new_async(schedule.expr.as_str(), move |_id, _scheduler| {
-        let (agent, schedule) = (job_agent.clone(), job_schedule.clone());
-        Box::pin(async move { tick(&agent, &schedule).await })
+        let (agent, schedule, stats) = (job_agent.clone(), job_schedule.clone(), job_stats.clone());
+        Box::pin(async move { tick(&agent, &schedule, &stats).await })
     })?;
     scheduler.add(job).await?;
     scheduler.start().await?;
     let first = agent.clone();
-    tokio::spawn(async move { tick(&first, &schedule).await });
+    tokio::spawn(async move { tick(&first, &schedule, &stats).await });
 
     let signal = shutdown.recv().await;
     info!(
@@ -131,8 +139,9 @@ pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
     Ok(EXIT_OK)
 }
 
-async fn tick<S: MetricSink>(agent: &Mutex<Agent<S>>, schedule: &Schedule) {
+async fn tick<S: MetricSink>(agent: &Mutex<Agent<S>>, schedule: &Schedule, stats: &SharedStats) {
     let Ok(mut agent) = agent.try_lock() else {
+        stats.lock().expect("stats lock").ticks_skipped += 1;
         warn!(
             schedule = %schedule.expr,
             "previous cycle still running; this tick is skipped"

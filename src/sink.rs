@@ -75,6 +75,8 @@ pub struct PublishReport {
     pub published: usize,
     /// PutMetricData requests made, retries included.
     pub calls: usize,
+    /// Those of `calls` that failed, whatever the reason.
+    pub failed_calls: usize,
     /// Datums left waiting in the queue afterwards.
     pub queued: usize,
     pub dropped_invalid: usize,
@@ -151,7 +153,7 @@ impl<S: MetricSink> Publisher<S> {
                 );
                 break;
             }
-            match self.send(&b, deadline, &mut report.calls).await {
+            match self.send(&b, deadline, &mut report).await {
                 Ok(()) => report.published += b.len(),
                 Err(PutError::Rejected(why)) if b.len() > 1 => {
                     warn!(datums = b.len(), error = %why, "CloudWatch rejected a batch; splitting it to find the bad datum");
@@ -190,7 +192,7 @@ impl<S: MetricSink> Publisher<S> {
         &self,
         batch: &[Datum],
         deadline: Instant,
-        calls: &mut usize,
+        report: &mut PublishReport,
     ) -> Result<(), PutError> {
         let policy = self.retry;
         let backoff = ExponentialBuilder::default()
@@ -218,7 +220,9 @@ impl<S: MetricSink> Publisher<S> {
                 warn!(datums = batch.len(), error = %e, retry_in_ms = delay.as_millis() as u64, "PutMetricData failed; retrying");
             })
             .await;
-        *calls += attempts.into_inner();
+        let attempts = attempts.into_inner();
+        report.calls += attempts;
+        report.failed_calls += attempts - usize::from(result.is_ok());
         result
     }
 }
@@ -444,6 +448,7 @@ mod tests {
         let mut p = publisher(FakeSink::scripted(vec![throttled(), throttled()]));
         let r = p.publish(data(0..3), soon()).await;
         assert_eq!((r.published, r.calls, r.failed), (3, 3, false));
+        assert_eq!(r.failed_calls, 2);
     }
 
     #[tokio::test]
@@ -454,6 +459,8 @@ mod tests {
         let r = p.publish(ds, soon()).await;
         assert_eq!(r.published, 9);
         assert_eq!(r.dropped_rejected, 1);
+        // The whole batch, then each half down to the poisoned datum: 4 refusals.
+        assert_eq!(r.failed_calls, 4);
         assert!(!r.failed);
         let mut got = p.sink.accepted_values();
         got.sort_by(f64::total_cmp);
@@ -483,9 +490,13 @@ mod tests {
         ]));
         let r = p.publish(first, soon()).await;
         assert!(r.failed);
-        assert_eq!((r.published, r.queued, r.calls), (0, 3, 4));
+        assert_eq!(
+            (r.published, r.queued, r.calls, r.failed_calls),
+            (0, 3, 4, 4)
+        );
         let r = p.publish(data(10..12), soon()).await;
         assert_eq!((r.published, r.queued, r.failed), (5, 0, false));
+        assert_eq!(r.failed_calls, 0);
         let accepted = p.sink.accepted.lock().unwrap();
         let values: Vec<f64> = accepted.iter().map(|d| d.value).collect();
         assert_eq!(values, [0.0, 1.0, 2.0, 10.0, 11.0]);

@@ -70,10 +70,22 @@ pub fn resolve_region<'a>(
     reported.or(last_known).or(configured)
 }
 
+/// How one target answered its health probe this cycle; the agent's /metrics shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetStatus {
+    pub base_url: String,
+    /// None for a discovered port no plugin has answered on yet.
+    pub region: Option<String>,
+    pub up: bool,
+    pub latency: Option<Duration>,
+}
+
 /// What one cycle of collection produced.
 #[derive(Debug, Default)]
 pub struct Collection {
     pub samples: Vec<Sample>,
+    /// One per target, in configuration order.
+    pub statuses: Vec<TargetStatus>,
     pub targets: usize,
     /// Targets that were healthy and have a region.
     pub healthy: usize,
@@ -125,12 +137,19 @@ impl Collector {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (target, probe) in self.targets.iter().zip(probes) {
             remember(&mut self.last_known, target, &probe);
-            let Some(region) = resolve_region(
+            let region = resolve_region(
                 probe.reported_region.as_deref(),
                 self.last_known.get(&target.base_url).map(String::as_str),
                 target.configured_region.as_deref(),
             )
-            .map(str::to_string) else {
+            .map(str::to_string);
+            out.statuses.push(TargetStatus {
+                base_url: target.base_url.clone(),
+                region: region.clone(),
+                up: probe.health.healthy,
+                latency: probe.health.latency,
+            });
+            let Some(region) = region else {
                 match (&probe.health.error, &probe.info_error) {
                     (None, Some(e)) => {
                         warn!(target = %target.base_url, error = %e, "plugin is healthy but does not say which region it serves; not published. Fix: name it in PLUGIN_TARGETS")

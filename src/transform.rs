@@ -15,6 +15,10 @@ pub const PROJECTED_MONTHLY_COST: &str = "ProjectedMonthlyCost";
 pub const UNIT_PRICE: &str = "UnitPrice";
 pub const CARBON_FOOTPRINT: &str = "CarbonFootprint";
 pub const COST_QUERY_ERRORS: &str = "CostQueryErrors";
+pub const CYCLE_DURATION: &str = "CycleDuration";
+pub const DATUMS_PUBLISHED: &str = "DatumsPublished";
+pub const QUEUE_DEPTH: &str = "QueueDepth";
+pub const PUBLISH_FAILURES: &str = "PublishFailures";
 
 /// All datums of one cycle carry the cycle's `timestamp`, so a dashboard lines them up.
 pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Datum> {
@@ -80,6 +84,30 @@ pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Datum> {
                     f64::from(*count),
                     Unit::Count,
                 );
+            }
+            Sample::Cycle {
+                agent,
+                duration,
+                published,
+                queued,
+                failed_calls,
+            } => {
+                // One dimension only: each self metric is one custom metric per agent.
+                let dims = BTreeMap::from([("Agent".to_string(), agent.clone())]);
+                push(
+                    CYCLE_DURATION,
+                    dims.clone(),
+                    duration.as_secs_f64() * 1000.0,
+                    Unit::Milliseconds,
+                );
+                push(
+                    DATUMS_PUBLISHED,
+                    dims.clone(),
+                    *published as f64,
+                    Unit::Count,
+                );
+                push(QUEUE_DEPTH, dims.clone(), *queued as f64, Unit::Count);
+                push(PUBLISH_FAILURES, dims, *failed_calls as f64, Unit::Count);
             }
         }
     }
@@ -259,6 +287,49 @@ mod tests {
         assert!(out.iter().all(|d| d.timestamp == ts()));
         assert_eq!(out[0].name, COST_QUERY_ERRORS);
         assert_eq!(out[1].name, PLUGIN_HEALTHY);
+    }
+
+    #[test]
+    fn a_cycle_gives_four_self_metrics_under_the_agent_dimension_only() {
+        let out = to_datums(
+            &[Sample::Cycle {
+                agent: "prod-eu".into(),
+                duration: Duration::from_micros(812_500),
+                published: 97,
+                queued: 3,
+                failed_calls: 2,
+            }],
+            ts(),
+        );
+        let dims = [("Agent", "prod-eu")];
+        assert_eq!(
+            out,
+            vec![
+                d(CYCLE_DURATION, &dims, 812.5, Unit::Milliseconds),
+                d(DATUMS_PUBLISHED, &dims, 97.0, Unit::Count),
+                d(QUEUE_DEPTH, &dims, 3.0, Unit::Count),
+                d(PUBLISH_FAILURES, &dims, 2.0, Unit::Count),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_quiet_cycle_still_reports_its_zeros() {
+        let out = to_datums(
+            &[Sample::Cycle {
+                agent: "a".into(),
+                duration: Duration::ZERO,
+                published: 0,
+                queued: 0,
+                failed_calls: 0,
+            }],
+            ts(),
+        );
+        assert_eq!(out.len(), 4);
+        assert!(
+            out.iter()
+                .all(|d| d.value == 0.0 && d.validate(ts()).is_ok())
+        );
     }
 
     #[test]

@@ -51,6 +51,11 @@ def show(reader):
               f"{last('HealthCheckLatency', {'Region': r}):>12.2f}"
               f"{cost('ec2', 't3.micro'):>15.3f}{cost('ec2', 'm5.large'):>15.3f}{cost('ebs', 'gp3'):>16.2f}"
               f"{last('CarbonFootprint', {'Region': r, 'ResourceType': 'ec2', 'Sku': 't3.micro'}):>16.1f}")
+    for agent in sorted({dict(d)["Agent"] for n, d in metrics if n == "CycleDuration"}):
+        dims = {"Agent": agent}
+        print(f"\nself metrics, Agent={agent}: CycleDuration {last('CycleDuration', dims):.0f} ms, "
+              f"DatumsPublished {last('DatumsPublished', dims):.0f}, QueueDepth {last('QueueDepth', dims):.0f}, "
+              f"PublishFailures {last('PublishFailures', dims):.0f}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import fleet as fleet_module
 UNITS = {"PluginHealthy": "None", "HealthCheckLatency": "Milliseconds",
          "ProjectedMonthlyCost": "None", "UnitPrice": "None", "CarbonFootprint": "None",
          "CostQueryErrors": "Count"}
+SELF_UNITS = {"CycleDuration": "Milliseconds", "DatumsPublished": "Count", "QueueDepth": "Count",
+              "PublishFailures": "Count"}
 
 
 def parse_basket(spec):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -216,6 +217,11 @@ class Switch:
     def off(self):
         with self.lock:
             if self.listener:
+                # close() alone leaves it listening while a thread sits in accept() on it.
+                try:
+                    self.listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self.listener.close()
                 self.listener = None
             for c in self.conns:
@@ -289,6 +295,16 @@ class Agent:
                 out.append({"message": line, "unparsed": True})
         return out
 
+    def health_url(self, path):
+        return f"http://{self.env['HEALTH_ADDR']}{path}"
+
+    def healthcheck(self):
+        """`cloudwatch-publisher healthcheck` run as Docker's HEALTHCHECK would: exit code and
+        output."""
+        r = subprocess.run([str(self.binary), "healthcheck"], env=self.env, capture_output=True,
+                           text=True, timeout=10)
+        return r.returncode, r.stdout + r.stderr
+
     def messages(self, message):
         return [l for l in self.logs() if l.get("message") == message]
 
@@ -318,7 +334,8 @@ class Agent:
 
 
 def agent_env(cloudwatch_url, namespace, **extra):
-    """A clean environment for the agent: dummy credentials, no profile or IMDS lookups."""
+    """A clean environment for the agent: dummy credentials, no profile or IMDS lookups, and
+    the health listener on a free port, so agents never compete for 8686."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "AWS_ENDPOINT_URL": cloudwatch_url,
@@ -329,9 +346,19 @@ def agent_env(cloudwatch_url, namespace, **extra):
         "AWS_CONFIG_FILE": "/nonexistent",
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
         "CLOUDWATCH_NAMESPACE": namespace,
+        "HEALTH_ADDR": f"127.0.0.1:{free_port()}",
     }
     env.update({k: str(v) for k, v in extra.items() if v is not None})
     return env
+
+
+def http_get(url, timeout=5):
+    """(status, content type, body text) of a GET, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.headers["content-type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["content-type"], e.read().decode()
 
 
 class Reader:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from expect import UNITS, cost_datums
+from expect import SELF_UNITS, UNITS, cost_datums
 from harness import Agent, agent_env, parse_ts
 
 BASKET = "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100,lambda:128,ec2:x9.huge"
@@ -29,8 +29,10 @@ def test_once_publishes_health_and_cost_of_every_region_under_its_own_name(local
         expected.update(cost_datums(region, BASKET))
     latencies = {("HealthCheckLatency", frozenset({("Region", r)})) for r in regions}
 
+    agent_dims = frozenset({("Agent", "cloudwatch-publisher")})
+    own = {(name, agent_dims) for name in SELF_UNITS}
     published = set(reader.metrics(namespace))
-    assert published == set(expected) | latencies
+    assert published == set(expected) | latencies | own
     assert not any(("Region", "us-gov-west-1") in dims for _, dims in published)
 
     for (name, dims), value in expected.items():
@@ -41,6 +43,13 @@ def test_once_publishes_health_and_cost_of_every_region_under_its_own_name(local
     for name, dims in latencies:
         [(ts, got, unit, _)] = reader.at(namespace, name, dict(dims), stamp)
         assert unit == "Milliseconds" and 0 < got < 5000 and ts == stamp
+
+    # The cycle's self metrics went out after it, under its timestamp and the Agent dimension.
+    own_values = {name: reader.at(namespace, name, dict(agent_dims), stamp)[0] for name in SELF_UNITS}
+    assert {name: p[2] for name, p in own_values.items()} == SELF_UNITS
+    assert own_values["DatumsPublished"][1] == 130
+    assert own_values["QueueDepth"][1] == own_values["PublishFailures"][1] == 0
+    assert abs(own_values["CycleDuration"][1] - cycle["duration_ms"]) <= 1
 
     # The lambda resource costs 0: the plugin omitted the field and the agent read 0.
     zero = frozenset({("Region", "us-east-1"), ("ResourceType", "lambda"), ("Sku", "128")})
@@ -91,7 +100,9 @@ def test_dry_run_prints_datums_and_needs_no_aws(fleet):
     agent = Agent(env, args=["--once", "--dry-run"])
     assert agent.run() == 0, agent.stderr
     datums = [json.loads(l) for l in agent.lines]
-    assert len(datums) == 10 * (2 + 3 + 1)
+    own = [d for d in datums if d["metric_name"] in SELF_UNITS]
+    assert [d["dimensions"] for d in own] == [{"Agent": "cloudwatch-publisher"}] * 4
+    assert len(datums) == 10 * (2 + 3 + 1) + len(own)
     assert {d["namespace"] for d in datums} == {"FinFocus/Plugins"}
     cost = [d for d in datums if d["metric_name"] == "ProjectedMonthlyCost"
             and d["dimensions"]["Region"] == "us-east-1"]

@@ -1,0 +1,458 @@
+//! The agent's account of itself: what its cycles did, for `/healthz` and `/metrics`.
+//!
+//! Cycles write into [`Stats`] and the health listener ([`crate::health`]) reads it; both go
+//! through one short-held mutex. Deciding health and writing the Prometheus text are pure
+//! functions of the stats and a clock reading, so they are tested without a server.
+
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::sink::PublishReport;
+use crate::source::TargetStatus;
+
+/// The stats as the cycle and the listener share them.
+pub type SharedStats = Arc<Mutex<Stats>>;
+
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub started: SystemTime,
+    pub cycles: u64,
+    /// Cycles whose publish failed (some datums are waiting in the queue for a retry).
+    pub cycles_failed: u64,
+    /// Ticks skipped because the previous cycle was still running.
+    pub ticks_skipped: u64,
+    pub datums_collected: u64,
+    pub datums_published: u64,
+    pub dropped_invalid: u64,
+    pub dropped_rejected: u64,
+    pub dropped_overflow: u64,
+    pub dropped_expired: u64,
+    pub queued: usize,
+    pub put_calls: u64,
+    pub put_failures: u64,
+    pub last_cycle_duration: Option<Duration>,
+    /// When the last cycle whose publish did not fail ended.
+    pub last_success: Option<SystemTime>,
+    pub targets: Vec<TargetStatus>,
+}
+
+/// The answer to `GET /healthz`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub healthy: bool,
+    /// A JSON object: status, reason and the times it was decided on.
+    pub body: String,
+}
+
+impl Stats {
+    pub fn new(started: SystemTime) -> Self {
+        Stats {
+            started,
+            cycles: 0,
+            cycles_failed: 0,
+            ticks_skipped: 0,
+            datums_collected: 0,
+            datums_published: 0,
+            dropped_invalid: 0,
+            dropped_rejected: 0,
+            dropped_overflow: 0,
+            dropped_expired: 0,
+            queued: 0,
+            put_calls: 0,
+            put_failures: 0,
+            last_cycle_duration: None,
+            last_success: None,
+            targets: Vec::new(),
+        }
+    }
+
+    pub fn shared(started: SystemTime) -> SharedStats {
+        Arc::new(Mutex::new(Stats::new(started)))
+    }
+
+    /// Counts one publish: a cycle's, or the shutdown flush.
+    pub fn record_publish(&mut self, report: &PublishReport) {
+        self.datums_published += report.published as u64;
+        self.dropped_invalid += report.dropped_invalid as u64;
+        self.dropped_rejected += report.dropped_rejected as u64;
+        self.dropped_overflow += report.dropped_overflow as u64;
+        self.dropped_expired += report.dropped_expired as u64;
+        self.queued = report.queued;
+        self.put_calls += report.calls as u64;
+        self.put_failures += report.failed_calls as u64;
+    }
+
+    /// Counts one finished cycle that ended at `now`.
+    pub fn record_cycle(
+        &mut self,
+        collected: usize,
+        targets: Vec<TargetStatus>,
+        duration: Duration,
+        report: &PublishReport,
+        now: SystemTime,
+    ) {
+        self.cycles += 1;
+        self.datums_collected += collected as u64;
+        self.record_publish(report);
+        self.last_cycle_duration = Some(duration);
+        self.targets = targets;
+        if report.failed {
+            self.cycles_failed += 1;
+        } else {
+            self.last_success = Some(now);
+        }
+    }
+
+    /// Healthy while the last successful publish is at most two schedule intervals old, or
+    /// while the agent is still in its first interval. `interval` is the schedule's gap.
+    pub fn verdict(&self, now: SystemTime, interval: Duration) -> Verdict {
+        let limit = interval * 2;
+        let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+        let (healthy, reason) = match self.last_success {
+            Some(t) if age(t) <= limit => (true, "the last cycle published".to_string()),
+            Some(t) => (
+                false,
+                format!(
+                    "no cycle has published for {}s, more than two schedule intervals ({}s); see the agent's error logs",
+                    age(t).as_secs(),
+                    limit.as_secs()
+                ),
+            ),
+            None if age(self.started) < interval => (
+                true,
+                "starting: still in the first schedule interval".to_string(),
+            ),
+            None => (
+                false,
+                format!(
+                    "no cycle has published since the agent started {}s ago; see the agent's error logs",
+                    age(self.started).as_secs()
+                ),
+            ),
+        };
+        let body = serde_json::json!({
+            "status": if healthy { "ok" } else { "unhealthy" },
+            "reason": reason,
+            "last_success": self.last_success.map(rfc3339),
+            "started": rfc3339(self.started),
+            "cycles": self.cycles,
+            "cycles_failed": self.cycles_failed,
+            "queued": self.queued,
+        });
+        Verdict {
+            healthy,
+            body: body.to_string(),
+        }
+    }
+
+    /// The stats in the Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP cloudwatch_publisher_{name} {help}");
+            let _ = writeln!(out, "# TYPE cloudwatch_publisher_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "cloudwatch_publisher_{name}{labels} {value}");
+            }
+        };
+        let one = |v: f64| [(String::new(), v)];
+        let secs = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+
+        metric(
+            "build_info",
+            "gauge",
+            "The agent's version.",
+            &[(labels(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0)],
+        );
+        metric(
+            "start_time_seconds",
+            "gauge",
+            "When the agent started, in seconds since the Unix epoch.",
+            &one(secs(self.started)),
+        );
+        metric(
+            "cycles_total",
+            "counter",
+            "Cycles run.",
+            &one(self.cycles as f64),
+        );
+        metric(
+            "cycles_failed_total",
+            "counter",
+            "Cycles whose publish failed; their datums wait in the queue.",
+            &one(self.cycles_failed as f64),
+        );
+        metric(
+            "ticks_skipped_total",
+            "counter",
+            "Schedule ticks skipped because the previous cycle was still running.",
+            &one(self.ticks_skipped as f64),
+        );
+        metric(
+            "last_cycle_duration_seconds",
+            "gauge",
+            "How long the last cycle took: collection and publishing.",
+            &one(self.last_cycle_duration.map_or(0.0, |d| d.as_secs_f64())),
+        );
+        metric(
+            "last_success_timestamp_seconds",
+            "gauge",
+            "When a cycle last published, in seconds since the Unix epoch; 0 if none has.",
+            &one(self.last_success.map_or(0.0, secs)),
+        );
+        metric(
+            "datums_collected_total",
+            "counter",
+            "Datums made from what the plugins answered.",
+            &one(self.datums_collected as f64),
+        );
+        metric(
+            "datums_published_total",
+            "counter",
+            "Datums CloudWatch accepted.",
+            &one(self.datums_published as f64),
+        );
+        metric(
+            "datums_queued",
+            "gauge",
+            "Datums waiting in the retry queue.",
+            &one(self.queued as f64),
+        );
+        metric(
+            "datums_dropped_total",
+            "counter",
+            "Datums given up on, by reason.",
+            &[
+                ("invalid", self.dropped_invalid),
+                ("rejected", self.dropped_rejected),
+                ("overflow", self.dropped_overflow),
+                ("expired", self.dropped_expired),
+            ]
+            .map(|(reason, n)| (labels(&[("reason", reason)]), n as f64)),
+        );
+        metric(
+            "put_metric_data_calls_total",
+            "counter",
+            "PutMetricData requests, retries included.",
+            &one(self.put_calls as f64),
+        );
+        metric(
+            "put_metric_data_failures_total",
+            "counter",
+            "PutMetricData requests that failed.",
+            &one(self.put_failures as f64),
+        );
+        let target_labels = |t: &TargetStatus| {
+            labels(&[
+                ("target", &t.base_url),
+                ("region", t.region.as_deref().unwrap_or("")),
+            ])
+        };
+        metric(
+            "target_up",
+            "gauge",
+            "1 if the plugin target answered /healthz with 200 in the last cycle.",
+            &self
+                .targets
+                .iter()
+                .map(|t| (target_labels(t), if t.up { 1.0 } else { 0.0 }))
+                .collect::<Vec<_>>(),
+        );
+        metric(
+            "target_health_latency_seconds",
+            "gauge",
+            "How long the target's /healthz took in the last cycle; absent if it did not answer.",
+            &self
+                .targets
+                .iter()
+                .filter_map(|t| Some((target_labels(t), t.latency?.as_secs_f64())))
+                .collect::<Vec<_>>(),
+        );
+        out
+    }
+}
+
+/// `{a="x",b="y"}` with label values escaped as the exposition format requires.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::from("{");
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn report(published: usize, failed: bool) -> PublishReport {
+        PublishReport {
+            published,
+            calls: 1,
+            failed,
+            ..PublishReport::default()
+        }
+    }
+
+    fn after_cycle(end: u64, failed: bool) -> Stats {
+        let mut s = Stats::new(at(0));
+        s.record_cycle(10, Vec::new(), MINUTE / 60, &report(10, failed), at(end));
+        s
+    }
+
+    fn body(v: &Verdict) -> serde_json::Value {
+        serde_json::from_str(&v.body).expect("JSON body")
+    }
+
+    #[test]
+    fn healthy_in_the_first_interval_before_any_cycle() {
+        let v = Stats::new(at(0)).verdict(at(59), MINUTE);
+        assert!(v.healthy);
+        assert_eq!(body(&v)["status"], "ok");
+        assert!(body(&v)["reason"].as_str().unwrap().contains("first"));
+    }
+
+    #[test]
+    fn unhealthy_after_the_first_interval_without_a_publish() {
+        let v = after_cycle(5, true).verdict(at(61), MINUTE);
+        assert!(!v.healthy);
+        let b = body(&v);
+        assert_eq!(b["status"], "unhealthy");
+        assert_eq!(b["cycles_failed"], 1);
+        assert!(
+            b["reason"]
+                .as_str()
+                .unwrap()
+                .contains("since the agent started 61s")
+        );
+    }
+
+    #[test]
+    fn healthy_up_to_two_intervals_after_the_last_publish() {
+        let s = after_cycle(5, false);
+        assert!(s.verdict(at(5 + 120), MINUTE).healthy);
+        let v = s.verdict(at(5 + 121), MINUTE);
+        assert!(!v.healthy);
+        let b = body(&v);
+        assert!(b["reason"].as_str().unwrap().contains("121s"), "{b}");
+        assert_eq!(b["last_success"], "2027-01-15T08:00:05Z");
+    }
+
+    #[test]
+    fn one_failed_cycle_after_a_success_keeps_the_earlier_success() {
+        let mut s = after_cycle(5, false);
+        s.record_cycle(10, Vec::new(), MINUTE / 60, &report(0, true), at(65));
+        assert_eq!(s.last_success, Some(at(5)));
+        assert_eq!((s.cycles, s.cycles_failed), (2, 1));
+        assert!(s.verdict(at(70), MINUTE).healthy);
+    }
+
+    #[test]
+    fn publishes_add_up() {
+        let mut s = Stats::new(at(0));
+        let r = PublishReport {
+            published: 7,
+            calls: 3,
+            failed_calls: 2,
+            queued: 4,
+            dropped_invalid: 1,
+            dropped_rejected: 2,
+            dropped_overflow: 3,
+            dropped_expired: 4,
+            failed: false,
+        };
+        s.record_publish(&r);
+        s.record_publish(&r);
+        assert_eq!(
+            (s.datums_published, s.put_calls, s.put_failures),
+            (14, 6, 4)
+        );
+        assert_eq!(
+            (
+                s.dropped_invalid,
+                s.dropped_rejected,
+                s.dropped_overflow,
+                s.dropped_expired
+            ),
+            (2, 4, 6, 8)
+        );
+        assert_eq!(s.queued, 4, "a gauge, not a sum");
+    }
+
+    #[test]
+    fn prometheus_text_has_help_type_and_every_sample() {
+        let mut s = after_cycle(5, false);
+        s.targets = vec![
+            TargetStatus {
+                base_url: "http://127.0.0.1:8001".into(),
+                region: Some("us-east-1".into()),
+                up: true,
+                latency: Some(Duration::from_millis(3)),
+            },
+            TargetStatus {
+                base_url: "http://127.0.0.1:8011".into(),
+                region: None,
+                up: false,
+                latency: None,
+            },
+        ];
+        let text = s.prometheus();
+        for line in [
+            "# TYPE cloudwatch_publisher_cycles_total counter",
+            "cloudwatch_publisher_cycles_total 1",
+            "cloudwatch_publisher_datums_published_total 10",
+            "cloudwatch_publisher_datums_dropped_total{reason=\"expired\"} 0",
+            "cloudwatch_publisher_last_success_timestamp_seconds 1800000005",
+            "cloudwatch_publisher_target_up{target=\"http://127.0.0.1:8001\",region=\"us-east-1\"} 1",
+            "cloudwatch_publisher_target_up{target=\"http://127.0.0.1:8011\",region=\"\"} 0",
+            "cloudwatch_publisher_target_health_latency_seconds{target=\"http://127.0.0.1:8001\",region=\"us-east-1\"} 0.003",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("latency_seconds{target=\"http://127.0.0.1:8011\""));
+        // Every sample line belongs to a declared family.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{l}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            labels(&[("a", "x\"y\\z\nw"), ("b", "")]),
+            r#"{a="x\"y\\z\nw",b=""}"#
+        );
+    }
+}

@@ -1,0 +1,165 @@
+"""The agent's health listener and self metrics, as Docker, ECS, Kubernetes and Prometheus see
+them: /healthz turning 503 when CloudWatch goes away and 200 when it is back, the
+`healthcheck` command's exit code, /metrics read by an independent Prometheus parser, and the
+self metrics read back from CloudWatch."""
+
+import json
+import signal
+import socket
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from expect import SELF_UNITS
+from harness import Agent, Switch, agent_env, http_get, parse_ts, wait_for
+
+
+def scrape(agent):
+    """{(sample name, frozenset of labels): value} from the agent's /metrics."""
+    status, kind, text = http_get(agent.health_url("/metrics"))
+    assert status == 200 and kind.startswith("text/plain; version=0.0.4"), (status, kind)
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def healthz(agent):
+    status, kind, body = http_get(agent.health_url("/healthz"))
+    assert kind == "application/json"
+    return status, json.loads(body)
+
+
+def test_healthz_follows_publishing_and_metrics_match_the_logs(localstack, fleet, namespace):
+    switch = Switch(localstack.port)
+    switch.on()
+    agent = Agent(agent_env(switch.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            SCHEDULE="*/2 * * * * *", COST_RESOURCES="ec2:t3.micro",
+                            TARGET_TIMEOUT="1s", AWS_MAX_ATTEMPTS="1")).start()
+    try:
+        agent.wait_cycles(2, timeout=20)
+        status, body = healthz(agent)
+        assert status == 200 and body["status"] == "ok", body
+        code, out = agent.healthcheck()
+        assert code == 0 and '"status":"ok"' in out, out
+
+        cycles = agent.cycles()
+        m = scrape(agent)
+        assert m[("cloudwatch_publisher_cycles_total", frozenset())] >= len(cycles) >= 2
+        up = {dict(labels)["target"]: (dict(labels)["region"], v)
+              for (name, labels), v in m.items() if name == "cloudwatch_publisher_target_up"}
+        assert len(up) == 12
+        assert sorted(r for r, v in up.values() if v == 1.0) == sorted(fleet.regions)
+        assert [r for r, v in up.values() if v == 0.0] == ["", ""]  # the two ports nobody serves
+        latencies = [v for (name, _), v in m.items()
+                     if name == "cloudwatch_publisher_target_health_latency_seconds"]
+        assert len(latencies) == 10 and all(0 < v < 1 for v in latencies)
+        assert m[("cloudwatch_publisher_put_metric_data_failures_total", frozenset())] == 0
+        assert m[("cloudwatch_publisher_last_success_timestamp_seconds", frozenset())] > time.time() - 10
+
+        # CloudWatch goes away: after two intervals without a publish, /healthz says 503.
+        switch.off()
+        wait_for(lambda: healthz(agent)[0] == 503, 15, "/healthz to turn 503")
+        status, body = healthz(agent)
+        assert body["status"] == "unhealthy" and "no cycle has published for" in body["reason"], body
+        assert body["queued"] > 0
+        code, out = agent.healthcheck()
+        assert code == 1 and "unhealthy" in out, out
+        m = scrape(agent)
+        assert m[("cloudwatch_publisher_put_metric_data_failures_total", frozenset())] > 0
+        assert m[("cloudwatch_publisher_cycles_failed_total", frozenset())] > 0
+        assert m[("cloudwatch_publisher_datums_queued", frozenset())] == body["queued"]
+
+        # Back: the queue drains and /healthz is 200 again.
+        switch.on()
+        wait_for(lambda: healthz(agent)[0] == 200, 15, "/healthz to recover")
+        agent.wait_cycles(len(agent.cycles()) + 1, timeout=10)
+        assert scrape(agent)[("cloudwatch_publisher_datums_queued", frozenset())] == 0
+
+        # /metrics agrees with the cycle log lines, read on both sides of one scrape.
+        for _ in range(5):
+            before = agent.cycles()
+            m = scrape(agent)
+            time.sleep(0.2)
+            if len(agent.cycles()) == len(before):
+                break
+        assert m[("cloudwatch_publisher_cycles_total", frozenset())] == len(before)
+        assert m[("cloudwatch_publisher_datums_published_total", frozenset())] == sum(
+            c["published"] for c in before)
+        assert m[("cloudwatch_publisher_put_metric_data_calls_total", frozenset())] == sum(
+            c["calls"] for c in before)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        agent.kill()
+        switch.off()
+
+
+def test_self_metrics_describe_each_cycle_under_the_agent_dimension_only(localstack, reader, fleet, namespace):
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            SCHEDULE="*/2 * * * * *", COST_RESOURCES="none",
+                            AGENT_NAME="e2e-agent")).start()
+    try:
+        agent.wait_cycles(3, timeout=20)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(15) == 0
+    finally:
+        agent.kill()
+    cycles = agent.cycles()
+    dims = {"Agent": "e2e-agent"}
+    own = {(n, d) for n, d in reader.metrics(namespace) if ("Agent", "e2e-agent") in d}
+    assert own == {(n, frozenset(dims.items())) for n in SELF_UNITS}
+    # Each cycle's self metrics carry that cycle's timestamp and its own figures; the last
+    # cycle's went out in the shutdown flush.
+    for cycle in cycles:
+        stamp = parse_ts(cycle["cycle_timestamp"])
+        [(_, published, unit, count)] = reader.at(namespace, "DatumsPublished", dims, stamp)
+        assert (published, unit, count) == (cycle["published"], "Count", 1)
+        [(_, duration, unit, _)] = reader.at(namespace, "CycleDuration", dims, stamp)
+        assert unit == "Milliseconds" and abs(duration - cycle["duration_ms"]) <= 1
+        assert reader.at(namespace, "QueueDepth", dims, stamp)[0][1] == 0
+        assert reader.at(namespace, "PublishFailures", dims, stamp)[0][1] == 0
+    # From the second cycle on, a cycle publishes its datums plus the previous cycle's four.
+    assert [c["published"] - c["datums"] for c in cycles] == [0] + [4] * (len(cycles) - 1)
+
+
+def test_self_metrics_off_sends_none_and_once_never_listens(localstack, reader, fleet, namespace):
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            COST_RESOURCES="none", SELF_METRICS="false"), args=["--once"])
+    agent.start()
+    try:
+        wait_for(lambda: agent.cycles() or agent.proc.poll() is not None, 20, "the cycle")
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", int(agent.env["HEALTH_ADDR"].rsplit(":", 1)[1]))) != 0
+        assert agent.wait(20) == 0
+    finally:
+        agent.kill()
+    [cycle] = agent.cycles()
+    assert cycle["calls"] == 1
+    published = reader.metrics(namespace)
+    assert {n for n, _ in published} >= {"PluginHealthy", "HealthCheckLatency"}
+    assert not {n for n, _ in published} & set(SELF_UNITS)
+    assert not [d for _, d in published if "Agent" in dict(d)]
+
+
+def test_a_health_port_in_use_stops_the_agent_at_start_naming_health_addr(fleet, namespace):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        addr = "127.0.0.1:%d" % taken.getsockname()[1]
+        agent = Agent(agent_env("http://127.0.0.1:9", namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                                HEALTH_ADDR=addr))
+        assert agent.run(20) == 78
+    [line] = [l for l in agent.logs() if l["level"] == "ERROR"]
+    assert line["variables"] == "HEALTH_ADDR"
+    assert f"HEALTH_ADDR={addr}" in line["message"] and "empty to disable" in line["message"]
+
+
+def test_healthcheck_without_a_listener_fails_and_says_why(namespace):
+    agent = Agent(agent_env("http://127.0.0.1:9", namespace, HEALTH_ADDR=""))
+    code, out = agent.healthcheck()
+    assert code == 1 and "HEALTH_ADDR is empty" in out
+    agent = Agent(agent_env("http://127.0.0.1:9", namespace))
+    code, out = agent.healthcheck()
+    assert code == 1 and "no answer from the agent" in out
