@@ -253,10 +253,14 @@ fn collect_target(
         }
     }
     out.cost_errors += errors;
-    out.samples.push(Sample::CostErrors {
-        region: region.to_string(),
-        count: errors,
-    });
+    // With cost queries off (COST_RESOURCES=none) a count of 0 would be a paid metric per
+    // region that can never say anything.
+    if !basket.is_empty() {
+        out.samples.push(Sample::CostErrors {
+            region: region.to_string(),
+            count: errors,
+        });
+    }
 }
 
 /// Health first; a healthy plugin is asked its region and then the basket's costs at once.
@@ -408,6 +412,28 @@ mod tests {
                     count: 1
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn an_empty_basket_sends_no_error_count() {
+        let probe = Probe {
+            health: healthy(),
+            reported_region: Some("us-east-1".into()),
+            plugin_version: None,
+            info_error: None,
+            costs: vec![],
+        };
+        let mut out = Collection::default();
+        collect_target(&mut out, &target(), "us-east-1", probe, &[]);
+        assert_eq!(out.healthy, 1);
+        assert_eq!(
+            out.samples,
+            vec![Sample::Health {
+                region: "us-east-1".into(),
+                healthy: true,
+                latency: healthy().latency
+            }]
         );
     }
 

@@ -137,10 +137,8 @@ def test_self_metrics_off_sends_none_and_once_never_listens(localstack, reader, 
         agent.kill()
     [cycle] = agent.cycles()
     assert cycle["calls"] == 1
-    published = reader.metrics(namespace)
-    assert {n for n, _ in published} >= {"PluginHealthy", "HealthCheckLatency"}
-    assert not {n for n, _ in published} & set(SELF_UNITS)
-    assert not [d for _, d in published if "Agent" in dict(d)]
+    # No self metrics; and no error count, which with cost queries off could only ever be 0.
+    assert {n for n, _ in reader.metrics(namespace)} == {"PluginHealthy", "HealthCheckLatency"}
 
 
 def test_a_health_port_in_use_stops_the_agent_at_start_naming_health_addr(fleet, namespace):
