@@ -5,7 +5,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CARGO  ?= cargo
 
-.PHONY: all build release test unit e2e lint demo measure venv clean
+# The container's binary, reproduced without Docker: a fully static release build for the
+# host (glibc with crt-static here; musl in the image's build stage).
+HOST   := $(shell rustc -vV | sed -n 's/^host: //p')
+HOST_ENV := $(shell echo $(HOST) | tr a-z- A-Z_)
+STATIC := target/$(HOST)/release/cloudwatch-publisher
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+
+.PHONY: all build release static bwrap test unit e2e deploy lint demo measure venv image-tag clean
 
 all: build
 
@@ -23,6 +31,14 @@ build:
 release:
 	$(CARGO) build --locked --release
 
+static:
+	CARGO_TARGET_$(HOST_ENV)_RUSTFLAGS="-C target-feature=+crt-static" \
+	  $(CARGO) build --locked --release --target $(HOST)
+
+# bubblewrap runs the static binary the way the image runs it (tests/e2e/test_container.py).
+bwrap:
+	@command -v bwrap >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q bubblewrap; }
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -30,12 +46,16 @@ lint:
 unit:
 	$(CARGO) test --locked --all-targets
 
-# End-to-end: the real binary against LocalStack's CloudWatch and the sample fleet.
-# LocalStack must start; if it cannot, the run fails (no skips).
-e2e: venv build
-	cd tests/e2e && ../../$(PY) -m pytest
+# End-to-end: the real binary against LocalStack's CloudWatch and the sample fleet, and the
+# static binary under bubblewrap. LocalStack must start; if it cannot, the run fails (no skips).
+e2e: venv build static bwrap
+	cd tests/e2e && AGENT_STATIC_BIN=$(CURDIR)/$(STATIC) ../../$(PY) -m pytest
 
-test: lint unit e2e
+# The deployment files: Dockerfile lint, IAM policy, ECS task definition, Kubernetes manifest.
+deploy: venv
+	cd tests/deploy && ../../$(PY) -m pytest
+
+test: lint deploy unit e2e
 
 demo: venv build
 	$(PY) tests/e2e/demo.py
@@ -43,6 +63,10 @@ demo: venv build
 # Figures for the closing note: build time, binary size, RSS, cycle time vs slowest target.
 measure: venv
 	$(PY) tests/e2e/measure.py
+
+# The image tag for this commit: semver plus the short git hash (docs/deployment.md).
+image-tag:
+	@echo $(VERSION)-$$(git rev-parse --short=7 HEAD)
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,133 @@
+"""The container contract without a Docker engine: the static release binary (`make static`)
+runs under bubblewrap the way the image runs it, and publishes, answers its health check and
+exits 0 on SIGTERM.
+
+What the sandbox reproduces of the runtime stage: a root filesystem holding only the binary,
+a CA bundle at Alpine's path and /etc/hosts, mounted read-only; a tmpfs /tmp; UID/GID 65532
+in a user namespace; the agent as PID 1 of its own PID namespace; no shell anywhere. The
+network is shared with the host, as `--network container:<plugins>` shares the plugin
+container's. CloudWatch is reached over HTTPS, so the TLS stack (rustls on ring) and the
+system trust store are exercised too: LocalStack's certificate is the only trust anchor.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import STATE, Agent, agent_env, http_get, parse_ts
+
+
+def static_binary():
+    path = os.environ.get("AGENT_STATIC_BIN")
+    if not path:
+        raise RuntimeError("AGENT_STATIC_BIN is unset: run the tests with `make e2e`, which builds it")
+    return path
+
+
+def make_rootfs(root, ca_bundle):
+    """The runtime stage's files: the binary, a CA bundle where Alpine keeps it, /etc/hosts."""
+    if not shutil.which("bwrap"):
+        raise RuntimeError("bubblewrap is missing: `make e2e` installs it (apt-get install bubblewrap)")
+    (root / "usr/local/bin").mkdir(parents=True)
+    shutil.copy2(static_binary(), root / "usr/local/bin/cloudwatch-publisher")
+    (root / "etc/ssl/certs").mkdir(parents=True)
+    (root / "etc/ssl/certs/ca-certificates.crt").write_text(ca_bundle)
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+    for d in ("tmp", "proc", "dev"):
+        (root / d).mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory, localstack):
+    pem = (STATE / "server.test.pem").read_text()
+    return make_rootfs(tmp_path_factory.mktemp("rootfs"), pem[pem.index("-----BEGIN CERTIFICATE"):])
+
+
+def sandboxed(rootfs, *args):
+    """bwrap arguments that run the image's binary as the image would run it."""
+    return [shutil.which("bwrap"), "--ro-bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev",
+            "--tmpfs", "/tmp", "--unshare-user", "--uid", "65532", "--gid", "65532",
+            "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
+            "/usr/local/bin/cloudwatch-publisher", *args]
+
+
+def child_pid(pid):
+    """The agent: bwrap's only child."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = f.read().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def test_static_binary_has_no_dynamic_dependencies():
+    out = subprocess.run(["readelf", "-d", static_binary()], capture_output=True, text=True, check=True)
+    assert "NEEDED" not in out.stdout, out.stdout
+
+
+def test_the_image_contract_under_bubblewrap(localstack, reader, fleet, namespace, rootfs):
+    env = agent_env("https://localhost:%d" % localstack.port, namespace,
+                    PLUGIN_PORTS=fleet.ports_spec(12), SCHEDULE="*/2 * * * * *",
+                    COST_RESOURCES="ec2:t3.micro", SHUTDOWN_TIMEOUT="5s")
+    env["PATH"] = "/usr/local/bin"
+    bwrap, *args = sandboxed(rootfs)
+    agent = Agent(env, args=args, binary=bwrap).start()
+    try:
+        agent.wait_cycles(2, timeout=30)
+        pid = child_pid(agent.proc.pid)
+
+        # As the image runs it: UID 65532, a read-only root, a writable tmpfs /tmp.
+        with open(f"/proc/{pid}/uid_map") as f:
+            assert f.read().split()[:2] == ["65532", "0"]
+        with open(f"/proc/{pid}/gid_map") as f:
+            assert f.read().split()[:2] == ["65532", "0"]
+        with open(f"/proc/{pid}/mountinfo") as f:
+            mounts = {fields[4]: fields[5] for fields in (line.split() for line in f)}
+        assert mounts["/"].split(",")[0] == "ro"
+        assert mounts["/tmp"].split(",")[0] == "rw"
+        with open(f"/proc/{pid}/status") as f:
+            assert "NSpid:" in (status := f.read())
+        assert [l for l in status.splitlines() if l.startswith("NSpid:")][0].split()[-1] == "1"
+
+        # The image's HEALTHCHECK, run as Docker runs it: a second process in the container.
+        check = subprocess.run(sandboxed(rootfs, "healthcheck"), env=env, capture_output=True,
+                               text=True, timeout=15)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert '"status":"ok"' in check.stdout
+        assert http_get(agent.health_url("/healthz"))[0] == 200
+
+        # `docker stop`: SIGTERM to PID 1 of the container.
+        os.kill(pid, signal.SIGTERM)
+        assert agent.wait(20) == 0
+    finally:
+        agent.kill()
+    assert agent.messages("stopped cleanly")
+    cycles = agent.cycles()
+    assert all(c["published"] == c["datums"] + (4 if i else 0) for i, c in enumerate(cycles))
+    stamp = parse_ts(cycles[0]["cycle_timestamp"])
+    for region in fleet.regions:
+        [(_, healthy, _, _)] = reader.at(namespace, "PluginHealthy", {"Region": region}, stamp)
+        assert healthy == 1.0
+    [(_, cost, _, _)] = reader.at(namespace, "ProjectedMonthlyCost",
+                                  {"Region": "us-east-1", "ResourceType": "ec2", "Sku": "t3.micro"}, stamp)
+    assert cost == pytest.approx(7.592)
+
+
+def test_an_untrusted_certificate_is_refused_not_ignored(localstack, fleet, namespace, tmp_path):
+    """The trust store is real: without LocalStack's certificate in it, nothing is published."""
+    root = make_rootfs(tmp_path / "rootfs", "")
+    env = agent_env("https://localhost:%d" % localstack.port, namespace,
+                    PLUGIN_PORTS=fleet.ports_spec(1), COST_RESOURCES="none", AWS_MAX_ATTEMPTS="1",
+                    SCHEDULE="*/3 * * * * *")
+    started = time.monotonic()
+    bwrap, *args = sandboxed(root, "--once")
+    agent = Agent(env, args=args, binary=bwrap)
+    assert agent.run(30) == 1
+    assert time.monotonic() - started < 15
+    failures = agent.messages("PutMetricData failed; datums kept for the next cycle") + \
+        agent.messages("PutMetricData failed; retrying")
+    assert failures and all("invalid peer certificate: UnknownIssuer" in f["error"] for f in failures), failures
