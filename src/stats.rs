@@ -156,7 +156,6 @@ impl Stats {
                 let _ = writeln!(out, "cloudwatch_publisher_{name}{labels} {value}");
             }
         };
-        let one = |v: f64| [(String::new(), v)];
         let secs = |t: SystemTime| {
             t.duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
@@ -168,60 +167,74 @@ impl Stats {
             "The agent's version.",
             &[(labels(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0)],
         );
-        metric(
-            "start_time_seconds",
-            "gauge",
-            "When the agent started, in seconds since the Unix epoch.",
-            &one(secs(self.started)),
-        );
-        metric(
-            "cycles_total",
-            "counter",
-            "Cycles run.",
-            &one(self.cycles as f64),
-        );
-        metric(
-            "cycles_failed_total",
-            "counter",
-            "Cycles whose publish failed; their datums wait in the queue.",
-            &one(self.cycles_failed as f64),
-        );
-        metric(
-            "ticks_skipped_total",
-            "counter",
-            "Schedule ticks skipped because the previous cycle was still running.",
-            &one(self.ticks_skipped as f64),
-        );
-        metric(
-            "last_cycle_duration_seconds",
-            "gauge",
-            "How long the last cycle took: collection and publishing.",
-            &one(self.last_cycle_duration.map_or(0.0, |d| d.as_secs_f64())),
-        );
-        metric(
-            "last_success_timestamp_seconds",
-            "gauge",
-            "When a cycle last published, in seconds since the Unix epoch; 0 if none has.",
-            &one(self.last_success.map_or(0.0, secs)),
-        );
-        metric(
-            "datums_collected_total",
-            "counter",
-            "Datums made from what the plugins answered.",
-            &one(self.datums_collected as f64),
-        );
-        metric(
-            "datums_published_total",
-            "counter",
-            "Datums CloudWatch accepted.",
-            &one(self.datums_published as f64),
-        );
-        metric(
-            "datums_queued",
-            "gauge",
-            "Datums waiting in the retry queue.",
-            &one(self.queued as f64),
-        );
+        // The families without labels: one sample each.
+        let (counter, gauge) = ("counter", "gauge");
+        let scalars = [
+            (
+                "start_time_seconds",
+                gauge,
+                "When the agent started, in seconds since the Unix epoch.",
+                secs(self.started),
+            ),
+            ("cycles_total", counter, "Cycles run.", self.cycles as f64),
+            (
+                "cycles_failed_total",
+                counter,
+                "Cycles whose publish failed; their datums wait in the queue.",
+                self.cycles_failed as f64,
+            ),
+            (
+                "ticks_skipped_total",
+                counter,
+                "Schedule ticks skipped because the previous cycle was still running.",
+                self.ticks_skipped as f64,
+            ),
+            (
+                "last_cycle_duration_seconds",
+                gauge,
+                "How long the last cycle took: collection and publishing.",
+                self.last_cycle_duration.map_or(0.0, |d| d.as_secs_f64()),
+            ),
+            (
+                "last_success_timestamp_seconds",
+                gauge,
+                "When a cycle last published, in seconds since the Unix epoch; 0 if none has.",
+                self.last_success.map_or(0.0, secs),
+            ),
+            (
+                "datums_collected_total",
+                counter,
+                "Datums made from what the plugins answered.",
+                self.datums_collected as f64,
+            ),
+            (
+                "datums_published_total",
+                counter,
+                "Datums CloudWatch accepted.",
+                self.datums_published as f64,
+            ),
+            (
+                "datums_queued",
+                gauge,
+                "Datums waiting in the retry queue.",
+                self.queued as f64,
+            ),
+            (
+                "put_metric_data_calls_total",
+                counter,
+                "PutMetricData requests, retries included.",
+                self.put_calls as f64,
+            ),
+            (
+                "put_metric_data_failures_total",
+                counter,
+                "PutMetricData requests that failed.",
+                self.put_failures as f64,
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
+            metric(name, kind, help, &[(String::new(), value)]);
+        }
         metric(
             "datums_dropped_total",
             "counter",
@@ -233,18 +246,6 @@ impl Stats {
                 ("expired", self.dropped_expired),
             ]
             .map(|(reason, n)| (labels(&[("reason", reason)]), n as f64)),
-        );
-        metric(
-            "put_metric_data_calls_total",
-            "counter",
-            "PutMetricData requests, retries included.",
-            &one(self.put_calls as f64),
-        );
-        metric(
-            "put_metric_data_failures_total",
-            "counter",
-            "PutMetricData requests that failed.",
-            &one(self.put_failures as f64),
         );
         let target_labels = |t: &TargetStatus| {
             labels(&[
