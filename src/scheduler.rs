@@ -53,9 +53,9 @@ pub async fn run_once<S: MetricSink>(
     shutdown: &mut Shutdown,
     shutdown_timeout: Duration,
 ) -> i32 {
-    let budget = interval(schedule, SystemTime::now());
+    let deadline = Instant::now() + interval(schedule, SystemTime::now());
     let report = {
-        let cycle = agent.run_cycle(Instant::now() + budget);
+        let cycle = agent.run_cycle(deadline);
         tokio::pin!(cycle);
         tokio::select! {
             report = &mut cycle => report,
@@ -78,8 +78,9 @@ pub async fn run_once<S: MetricSink>(
         }
     };
     if !report.publish.failed {
-        // Deferred batches and the cycle's self metrics go out before exiting.
-        agent.flush(Instant::now() + budget).await;
+        // Deferred batches and the cycle's self metrics go out before exiting, within the
+        // same budget (a late flush still gets its one attempt).
+        agent.flush(deadline).await;
     }
     if agent.queued() > 0 {
         error!(
