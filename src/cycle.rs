@@ -61,7 +61,7 @@ impl<S: MetricSink> Agent<S> {
     pub async fn run_cycle(&mut self, deadline: Instant) -> CycleReport {
         let started = Instant::now();
         let timestamp = whole_second(SystemTime::now());
-        let collection = self.collector.collect().await;
+        let mut collection = self.collector.collect().await;
         let collect_time = started.elapsed();
         let mut datums = transform::to_datums(&collection.samples, timestamp);
         let collected = datums.len();
@@ -71,7 +71,7 @@ impl<S: MetricSink> Agent<S> {
         // Counted before it is logged, so whoever reads the log line finds it in /metrics.
         self.stats.lock().expect("stats lock").record_cycle(
             collected,
-            collection.statuses.clone(),
+            std::mem::take(&mut collection.statuses),
             duration,
             &publish,
             SystemTime::now(),
