@@ -314,6 +314,16 @@ class Agent:
     def wait_cycles(self, n, timeout):
         wait_for(lambda: len(self.cycles()) >= n, timeout, f"{n} cycles")
 
+    def run_cycles(self, n, timeout):
+        """Starts the agent, lets it run `n` cycles, stops it with SIGTERM: its exit code."""
+        self.start()
+        try:
+            self.wait_cycles(n, timeout)
+            self.signal(signal.SIGTERM)
+            return self.wait(15)
+        finally:
+            self.kill()
+
     def signal(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
 

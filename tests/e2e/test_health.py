@@ -99,13 +99,8 @@ def test_healthz_follows_publishing_and_metrics_match_the_logs(localstack, fleet
 def test_self_metrics_describe_each_cycle_under_the_agent_dimension_only(localstack, reader, fleet, namespace):
     agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
                             SCHEDULE="*/2 * * * * *", COST_RESOURCES="none",
-                            AGENT_NAME="e2e-agent")).start()
-    try:
-        agent.wait_cycles(3, timeout=20)
-        agent.signal(signal.SIGTERM)
-        assert agent.wait(15) == 0
-    finally:
-        agent.kill()
+                            AGENT_NAME="e2e-agent"))
+    assert agent.run_cycles(3, timeout=20) == 0
     cycles = agent.cycles()
     dims = {"Agent": "e2e-agent"}
     own = {(n, d) for n, d in reader.metrics(namespace) if ("Agent", "e2e-agent") in d}
