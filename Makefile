@@ -61,7 +61,7 @@ demo: venv build
 	$(PY) tests/e2e/demo.py
 
 # Figures for the closing note: build time, binary size, RSS, cycle time vs slowest target.
-measure: venv
+measure: venv static
 	$(PY) tests/e2e/measure.py
 
 # The image tag for this commit: semver plus the short git hash (docs/deployment.md).
