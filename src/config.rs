@@ -312,12 +312,9 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let mut health_disabled = false;
-        let vars = vars.into_iter().filter(|(k, v)| {
-            let empty = v.trim().is_empty();
-            health_disabled |= empty && k == "HEALTH_ADDR";
-            !empty
-        });
+        let vars = vars
+            .into_iter()
+            .filter(|(k, v)| k == "HEALTH_ADDR" || !v.trim().is_empty());
         let raw: Raw = envy::from_iter(vars).expect("every field is an optional string");
         let mut problems = Vec::new();
         let mut bad = |variable: &'static str, value: &str, expected: String| {
@@ -501,15 +498,11 @@ impl Config {
             (None, None) => Some("info".into()),
         };
 
-        let health_addr = if health_disabled {
-            Some(None)
-        } else {
-            match parse_health_addr(raw.health_addr.as_deref()) {
-                Ok(addr) => Some(addr),
-                Err(why) => {
-                    bad("HEALTH_ADDR", raw.health_addr.as_deref().unwrap_or(""), why);
-                    None
-                }
+        let health_addr = match parse_health_addr(raw.health_addr.as_deref()) {
+            Ok(addr) => Some(addr),
+            Err(why) => {
+                bad("HEALTH_ADDR", raw.health_addr.as_deref().unwrap_or(""), why);
+                None
             }
         };
 
@@ -559,7 +552,7 @@ impl Config {
     }
 }
 
-/// HEALTH_ADDR as written: unset means the default; the caller handles empty (disabled).
+/// HEALTH_ADDR as written: unset means the default, empty (or blank) means disabled.
 pub fn parse_health_addr(value: Option<&str>) -> Result<Option<SocketAddr>, String> {
     let text = value.map_or(DEFAULT_HEALTH_ADDR, str::trim);
     if text.is_empty() {
