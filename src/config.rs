@@ -38,25 +38,25 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "CLOUDWATCH_NAMESPACE",
-        default: "FinFocus/Plugins",
+        default: DEFAULT_NAMESPACE,
         meaning: "namespace of every metric; 1-255 chars, not AWS/...",
         example: "Team/FinOps",
     },
     Variable {
         name: "SCHEDULE",
-        default: "0 * * * * *",
+        default: DEFAULT_SCHEDULE,
         meaning: "cron with a seconds field (sec min hour dom mon dow), UTC",
         example: "0 */5 * * * *",
     },
     Variable {
         name: "PLUGIN_HOST",
-        default: "127.0.0.1",
+        default: DEFAULT_HOST,
         meaning: "host of the plugin fleet, with PLUGIN_PORTS",
         example: "finfocus-plugin",
     },
     Variable {
         name: "PLUGIN_PORTS",
-        default: "8001-8012",
+        default: DEFAULT_PORTS,
         meaning: "ports to discover regional plugins on: ranges and lists, 8001-8010,8012",
         example: "8001-8009,8012",
     },
@@ -68,7 +68,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "COST_RESOURCES",
-        default: "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100",
+        default: DEFAULT_BASKET,
         meaning: "basket priced in every region: type:sku[?tag=value&...],...; none disables",
         example: "ec2:t3.micro,s3:STANDARD?size=500",
     },
@@ -92,7 +92,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "HEALTH_ADDR",
-        default: "127.0.0.1:8686",
+        default: DEFAULT_HEALTH_ADDR,
         meaning: "where /healthz and /metrics listen (IP:port); set empty to disable",
         example: "0.0.0.0:8686",
     },
@@ -104,7 +104,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "AGENT_NAME",
-        default: "cloudwatch-publisher",
+        default: DEFAULT_AGENT_NAME,
         meaning: "value of the Agent dimension of the self metrics; keep it stable",
         example: "prod-eu-finops",
     },

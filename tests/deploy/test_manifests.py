@@ -25,8 +25,11 @@ def load(name):
 def default_of(variable):
     """A variable's default as the code states it (src/config.rs VARIABLES)."""
     text = (ROOT / "src" / "config.rs").read_text()
-    m = re.search(r'name: "%s",\s*default: "([^"]*)"' % variable, text)
+    m = re.search(r'name: "%s",\s*default: (?:"([^"]*)"|(\w+))' % variable, text)
     assert m, variable
+    if m.group(2):  # a named constant
+        m = re.search(r'pub const %s: &str = "([^"]*)";' % m.group(2), text)
+        assert m, variable
     return m.group(1)
 
 
