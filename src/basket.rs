@@ -6,6 +6,14 @@
 
 use std::collections::BTreeMap;
 
+/// The most entries a basket may have. Each entry is up to three metrics (cost, unit price,
+/// carbon) in every region, billed at $0.30 a metric a month, and one query per region per
+/// cycle: 50 entries across 12 regions are 1,800 metrics, $540 a month.
+pub const MAX_ENTRIES: usize = 50;
+/// CloudWatch's price of one custom metric a month, for the arithmetic in the error.
+const METRIC_MONTHLY_USD: f64 = 0.30;
+const METRICS_PER_ENTRY: usize = 3;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
     pub resource_type: String,
@@ -24,6 +32,17 @@ pub struct BasketError {
 pub fn parse(spec: &str) -> Result<Vec<Resource>, Vec<BasketError>> {
     if spec.trim() == "none" {
         return Ok(Vec::new());
+    }
+    let entries = spec.split(',').count();
+    if entries > MAX_ENTRIES {
+        let metrics = entries * METRICS_PER_ENTRY;
+        return Err(vec![BasketError {
+            entry: format!("{entries} entries"),
+            reason: format!(
+                "at most {MAX_ENTRIES} entries: each is up to {METRICS_PER_ENTRY} metrics in every region at ${METRIC_MONTHLY_USD:.2} a month, so {entries} entries would be {metrics} metrics, ${:.2} a month for each region. Price fewer resources",
+                metrics as f64 * METRIC_MONTHLY_USD
+            ),
+        }]);
     }
     let mut resources: Vec<Resource> = Vec::new();
     let mut errors = Vec::new();
@@ -105,6 +124,18 @@ fn parse_entry(entry: &str) -> Result<Resource, BasketError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_basket_over_the_cap_is_refused_with_its_monthly_cost() {
+        let spec: Vec<String> = (0..10_000).map(|i| format!("ec2:t{i}")).collect();
+        let e = parse(&spec.join(",")).unwrap_err();
+        assert_eq!(e.len(), 1);
+        let text = e[0].to_string();
+        assert!(text.contains("at most 50 entries"), "{text}");
+        assert!(text.contains("30000 metrics, $9000.00 a month for each region"), "{text}");
+        let spec: Vec<String> = (0..MAX_ENTRIES).map(|i| format!("ec2:t{i}")).collect();
+        assert_eq!(parse(&spec.join(",")).unwrap().len(), MAX_ENTRIES);
+    }
 
     fn res(t: &str, s: &str, tags: &[(&str, &str)]) -> Resource {
         Resource {

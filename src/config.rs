@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::basket::{self, Resource};
+use crate::untrusted;
 
 /// The exit code for bad configuration (EX_CONFIG from sysexits.h).
 pub const EXIT_CONFIG: i32 = 78;
@@ -222,7 +223,22 @@ pub struct Config {
     pub health_addr: Option<SocketAddr>,
     /// The Agent dimension of the self metrics; None when SELF_METRICS=false.
     pub self_metrics: Option<String>,
+    /// Set names that differ from a variable only in case (`schedule`): not read, and
+    /// worth a warning, since the user meant something by them.
+    pub ignored: Vec<String>,
 }
+
+/// The agent reads exactly these names: its variables, and RUST_LOG.
+fn is_read(name: &str) -> bool {
+    name == "RUST_LOG" || VARIABLES.iter().any(|v| v.name == name)
+}
+
+/// Bounds of TARGET_TIMEOUT and SHUTDOWN_TIMEOUT.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// How much of a bad value, and of the reason, a configuration error echoes.
+const MAX_VALUE_CHARS: usize = 200;
+const MAX_EXPECTED_CHARS: usize = 400;
 
 /// One bad variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,16 +328,37 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let vars = vars
+        let mut lookalikes = Vec::new();
+        let vars: Vec<(String, String)> = vars
             .into_iter()
-            .filter(|(k, v)| k == "HEALTH_ADDR" || !v.trim().is_empty());
-        let raw: Raw = envy::from_iter(vars).expect("every field is an optional string");
+            .filter(|(k, v)| {
+                if is_read(k) {
+                    return k == "HEALTH_ADDR" || !v.trim().is_empty();
+                }
+                if is_read(&k.to_ascii_uppercase()) {
+                    lookalikes.push(k.clone());
+                }
+                false
+            })
+            .collect();
         let mut problems = Vec::new();
+        // Names are exact and unique here, so envy (which lowercases them) sees no duplicate.
+        let raw: Raw = match envy::from_iter(vars) {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.push(Problem {
+                    variable: "environment",
+                    value: String::new(),
+                    expected: untrusted::cut(&e.to_string(), MAX_EXPECTED_CHARS),
+                });
+                return Err(ConfigError { problems });
+            }
+        };
         let mut bad = |variable: &'static str, value: &str, expected: String| {
             problems.push(Problem {
                 variable,
-                value: shorten(value),
-                expected,
+                value: untrusted::cut(&untrusted::redact_userinfo(value), MAX_VALUE_CHARS),
+                expected: untrusted::cut(&untrusted::redact_userinfo(&expected), MAX_EXPECTED_CHARS),
             })
         };
 
@@ -343,6 +380,14 @@ impl Config {
 
         let schedule_expr = raw.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.into());
         let schedule = match Schedule::parse(&schedule_expr) {
+            Ok(s) if s.next_after(SystemTime::now()).is_none() => {
+                bad(
+                    "SCHEDULE",
+                    &schedule_expr,
+                    "a schedule with ticks still to come: this one has none after now (a past year, or a day that does not exist such as 31 February)".into(),
+                );
+                None
+            }
             Ok(s) => Some(s),
             Err(why) => {
                 bad(
@@ -424,7 +469,7 @@ impl Config {
                 return Some(default);
             };
             match humantime::parse_duration(text.trim()) {
-                Ok(d) if !d.is_zero() && d <= Duration::from_secs(3600) => Some(d),
+                Ok(d) if (MIN_DURATION..=MAX_DURATION).contains(&d) => Some(d),
                 Ok(_) => {
                     bad(name, &text, "a duration from 1ms to 1h".into());
                     None
@@ -534,6 +579,7 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
+        lookalikes.sort();
         // Every None above pushed a problem, so all are Some here.
         Ok(Config {
             region,
@@ -548,6 +594,7 @@ impl Config {
             log_filter: log_filter.expect("validated"),
             health_addr: health_addr.expect("validated"),
             self_metrics: self_metrics_on.expect("validated").then_some(agent_name),
+            ignored: lookalikes,
         })
     }
 }
@@ -563,30 +610,27 @@ pub fn parse_health_addr(value: Option<&str>) -> Result<Option<SocketAddr>, Stri
     })
 }
 
-/// Keeps error messages readable when a value is very long.
-fn shorten(value: &str) -> String {
-    const MAX: usize = 200;
-    if value.chars().count() <= MAX {
-        value.to_string()
-    } else {
-        let cut: String = value.chars().take(MAX).collect();
-        format!("{cut}...")
-    }
-}
+/// The longest region name accepted: AWS's longest today is 14 characters.
+pub const MAX_REGION_CHARS: usize = 32;
 
-/// `us-east-1`, `us-gov-west-1`, `cn-north-1`: two letters, words, a number.
+/// An AWS region name: a 2-4 letter prefix, one to three words of letters, a number of one
+/// or two digits, all lower case, at most [`MAX_REGION_CHARS`]: `us-east-1`,
+/// `us-gov-west-1`, `us-isob-east-1`, `eusc-de-east-1`. It becomes a dimension value, so
+/// anything else is refused.
 pub fn is_region(r: &str) -> bool {
+    let letters = |p: &&str, lo: usize, hi: usize| {
+        (lo..=hi).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_lowercase())
+    };
     let parts: Vec<&str> = r.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
-        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
-        && parts[1..parts.len() - 1].iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        && !parts[parts.len() - 1].is_empty()
+    let [prefix, words @ .., number] = parts.as_slice() else {
+        return false;
+    };
+    r.len() <= MAX_REGION_CHARS
+        && letters(prefix, 2, 4)
+        && (1..=3).contains(&words.len())
+        && words.iter().all(|w| letters(w, 2, 12))
+        && (1..=2).contains(&number.len())
+        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn check_namespace(ns: &str) -> Result<(), String> {
@@ -614,10 +658,14 @@ fn is_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
+/// At most this many ports are probed: each is a connection every cycle.
+pub const MAX_PORTS: usize = 1024;
+
 /// `8001-8012`, `8001,8003`, `8001-8009,8012`: distinct ports in the order given.
 pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {
     const EXPECTED: &str =
         "ports 1-65535 as a comma-separated list of ports and ranges, e.g. 8001-8012";
+    let too_many = || format!("{EXPECTED} (at most {MAX_PORTS} ports)");
     let mut ports = Vec::new();
     let mut seen = BTreeSet::new();
     for part in spec.split(',').map(str::trim) {
@@ -626,19 +674,23 @@ pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {
             None => (part, part),
         };
         let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
-            return Err(format!("{EXPECTED} ({part:?} is not a port or range)"));
+            return Err(format!("{EXPECTED} ({:?} is not a port or range)", untrusted::cut(part, 40)));
         };
         if lo == 0 || lo > hi {
             return Err(format!("{EXPECTED} ({part:?} is empty or reversed)"));
+        }
+        // Checked before expanding, so a thousand 1-65535 ranges cost no time.
+        if usize::from(hi - lo) >= MAX_PORTS {
+            return Err(too_many());
         }
         for p in lo..=hi {
             if seen.insert(p) {
                 ports.push(p);
             }
         }
-    }
-    if ports.len() > 1024 {
-        return Err(format!("{EXPECTED} (at most 1024 ports)"));
+        if ports.len() > MAX_PORTS {
+            return Err(too_many());
+        }
     }
     Ok(ports)
 }
@@ -649,15 +701,17 @@ pub fn parse_targets(spec: &str) -> Result<Vec<ExplicitTarget>, String> {
     let mut targets: Vec<ExplicitTarget> = Vec::new();
     for part in spec.split(',').map(str::trim) {
         let Some((region, url)) = part.split_once('=') else {
-            return Err(format!("{EXPECTED} ({part:?} has no '=')"));
+            return Err(format!("{EXPECTED} ({:?} has no '=')", untrusted::cut(part, 80)));
         };
         let (region, url) = (region.trim(), url.trim());
         if !is_region(region) {
             return Err(format!(
-                "{EXPECTED} ({region:?} is not a region name such as us-east-1)"
+                "{EXPECTED} ({:?} is not a region name such as us-east-1)",
+                untrusted::cut(region, 40)
             ));
         }
-        let base_url = parse_base_url(url).map_err(|why| format!("{EXPECTED} ({url:?}: {why})"))?;
+        let base_url = parse_base_url(url)
+            .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::cut(url, 80)))?;
         if targets.iter().any(|t| t.region == region) {
             return Err(format!("{EXPECTED} ({region} is listed twice)"));
         }
@@ -682,6 +736,18 @@ fn parse_base_url(url: &str) -> Result<String, String> {
     }
     if authority.as_str().contains('@') {
         return Err("credentials in the URL are not supported".into());
+    }
+    // The URI parser takes any digits as a port and a missing one as 80; the plugins
+    // listen on their own ports, so it must be written and be 1-65535.
+    let port = authority
+        .as_str()
+        .rsplit_once(':')
+        .filter(|(_, port)| !port.ends_with(']'))
+        .map(|(_, port)| port);
+    match port.map(str::parse::<u16>) {
+        None => return Err("a port is needed, e.g. http://127.0.0.1:8001".into()),
+        Some(Ok(1..)) => {}
+        Some(_) => return Err("the port must be 1-65535".into()),
     }
     Ok(format!("http://{authority}"))
 }
@@ -893,9 +959,19 @@ mod tests {
 
     #[test]
     fn region_names() {
-        for good in ["us-east-1", "us-gov-west-1", "ap-southeast-2", "cn-north-1"] {
+        for good in [
+            "us-east-1",
+            "us-gov-west-1",
+            "ap-southeast-2",
+            "cn-north-1",
+            "us-isob-east-1",
+            "eusc-de-east-1",
+            "ap-southeast-12",
+        ] {
             assert!(is_region(good), "{good}");
         }
+        let long = format!("us-{}-1", "a".repeat(2048));
+        let just_over = format!("us-{}-{}-{}-1", "a".repeat(12), "b".repeat(12), "c");
         for bad in [
             "",
             "us-east",
@@ -904,6 +980,11 @@ mod tests {
             "us--1",
             "us-east-1a",
             "x-y-1",
+            "us-east-123",
+            "us-a-b-c-d-1",
+            "us-east1-1",
+            long.as_str(),
+            just_over.as_str(),
         ] {
             assert!(!is_region(bad), "{bad}");
         }
@@ -992,8 +1073,98 @@ mod tests {
 
     #[test]
     fn long_values_are_shortened_in_messages() {
-        let e = bad(&[("SCHEDULE", &"x".repeat(5000))]);
+        let e = bad(&[("SCHEDULE", &"x".repeat(100_000))]);
         assert!(e.problems[0].value.len() < 300);
+        let e = bad(&[("PLUGIN_TARGETS", &format!("us-east-1=http://{}:1", "h".repeat(100_000)))]);
+        assert!(e.to_string().len() < 1000, "{}", e.to_string().len());
+        let e = bad(&[("COST_RESOURCES", &"ec2,".repeat(20_000))]);
+        assert!(e.to_string().len() < 1000, "{}", e.to_string().len());
+    }
+
+    #[test]
+    fn only_the_documented_upper_case_names_configure_the_agent() {
+        // Both spellings set used to panic in envy ("duplicate field").
+        let c = ok(&[("SCHEDULE", "*/5 * * * * *"), ("schedule", "*/7 * * * * *")]);
+        assert_eq!(c.schedule.expr, "*/5 * * * * *");
+        assert_eq!(c.ignored, ["schedule"]);
+        let c = ok(&[("plugin_ports", "9999"), ("Log_Level", "debug")]);
+        assert_eq!(c.targets.len(), 12);
+        assert_eq!(c.log_filter, "info");
+        assert_eq!(c.ignored, ["Log_Level", "plugin_ports"]);
+        assert!(ok(&[("PATH", "/bin"), ("HOME", "/root")]).ignored.is_empty());
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_never_echoed() {
+        let e = bad(&[(
+            "PLUGIN_TARGETS",
+            "us-east-1=http://user:hunter2@host:8001",
+        )]);
+        let text = e.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("http://***@host:8001"), "{text}");
+        assert!(text.contains("credentials"), "{text}");
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_again_is_refused() {
+        for never in ["0 0 0 1 1 * 2020", "0 0 0 31 2 MON", "0 0 0 30 2 *"] {
+            let e = bad(&[("SCHEDULE", never)]);
+            assert_eq!(e.variables(), ["SCHEDULE"], "{never}");
+            assert!(e.to_string().contains("ticks still to come"), "{e}");
+        }
+        ok(&[("SCHEDULE", "0 0 0 29 2 *")]);
+    }
+
+    #[test]
+    fn target_ports_must_be_written_and_in_range() {
+        for (url, why) in [
+            ("http://127.0.0.1:99999", "1-65535"),
+            ("http://127.0.0.1:0", "1-65535"),
+            ("http://127.0.0.1", "a port is needed"),
+        ] {
+            let e = bad(&[("PLUGIN_TARGETS", &format!("us-east-1={url}"))]);
+            assert!(e.problems[0].expected.contains(why), "{url}: {e}");
+        }
+        ok(&[("PLUGIN_TARGETS", "us-east-1=http://127.0.0.1:65535")]);
+        ok(&[("PLUGIN_TARGETS", "us-east-1=http://127.0.0.1:1")]);
+    }
+
+    #[test]
+    fn a_thousand_full_ranges_are_refused_without_expanding_them() {
+        let spec = vec!["1-65535"; 1000].join(",");
+        let started = std::time::Instant::now();
+        assert!(parse_ports(&spec).unwrap_err().contains("at most 1024"));
+        assert!(started.elapsed() < Duration::from_millis(50));
+        let spec: Vec<String> = (1..=1025).map(|p| p.to_string()).collect();
+        assert!(parse_ports(&spec.join(",")).is_err());
+    }
+
+    /// The largest value of every bounded setting is accepted and the next one is not.
+    #[test]
+    fn upper_and_lower_bounds_of_every_setting() {
+        let edges: &[(&str, &str, &str)] = &[
+            ("TARGET_TIMEOUT", "1h", "3600001ms"),
+            ("TARGET_TIMEOUT", "1ms", "999us"),
+            ("SHUTDOWN_TIMEOUT", "1h", "61m"),
+            ("SHUTDOWN_TIMEOUT", "1ms", "1ns"),
+            ("QUEUE_MAX_DATUMS", "10000000", "10000001"),
+            ("PLUGIN_PORTS", "1-1024", "1-1025"),
+            ("PLUGIN_PORTS", "65535", "65536"),
+            ("CLOUDWATCH_NAMESPACE", &"n".repeat(255), &"n".repeat(256)),
+            ("AGENT_NAME", &"a".repeat(255), &"a".repeat(256)),
+            ("HEALTH_ADDR", "127.0.0.1:65535", "127.0.0.1:65536"),
+            ("AWS_REGION", "us-gov-west-1", "us-gov-west-100"),
+        ];
+        for (name, max, over) in edges {
+            Config::from_vars(vars(&[(name, max)]))
+                .unwrap_or_else(|e| panic!("{name}={max}: {e}"));
+            assert_eq!(bad(&[(name, over)]).variables(), [*name], "{name}={over}");
+        }
+        let basket = |n: usize| (0..n).map(|i| format!("ec2:t{i}")).collect::<Vec<_>>().join(",");
+        ok(&[("COST_RESOURCES", &basket(basket::MAX_ENTRIES))]);
+        let over = basket(basket::MAX_ENTRIES + 1);
+        assert_eq!(bad(&[("COST_RESOURCES", &over)]).variables(), ["COST_RESOURCES"]);
     }
 
     #[test]

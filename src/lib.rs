@@ -23,3 +23,4 @@ pub mod sink;
 pub mod source;
 pub mod stats;
 pub mod transform;
+pub mod untrusted;

@@ -132,6 +132,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     };
     logging::init(config.log_format, &config.log_filter, cli.dry_run);
+    for name in &config.ignored {
+        warn!(
+            variable = %name,
+            "{name} is not read: variable names are upper case. Fix: set {} instead",
+            name.to_ascii_uppercase()
+        );
+    }
 
     let sink = if cli.dry_run {
         Sink::DryRun(DryRunSink)
