@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(e.len(), 1);
         let text = e[0].to_string();
         assert!(text.contains("at most 50 entries"), "{text}");
-        assert!(text.contains("30000 metrics, $9000.00 a month for each region"), "{text}");
+        assert!(
+            text.contains("30000 metrics, $9000.00 a month for each region"),
+            "{text}"
+        );
         let spec: Vec<String> = (0..MAX_ENTRIES).map(|i| format!("ec2:t{i}")).collect();
         assert_eq!(parse(&spec.join(",")).unwrap().len(), MAX_ENTRIES);
     }

@@ -358,7 +358,10 @@ impl Config {
             problems.push(Problem {
                 variable,
                 value: untrusted::cut(&untrusted::redact_userinfo(value), MAX_VALUE_CHARS),
-                expected: untrusted::cut(&untrusted::redact_userinfo(&expected), MAX_EXPECTED_CHARS),
+                expected: untrusted::cut(
+                    &untrusted::redact_userinfo(&expected),
+                    MAX_EXPECTED_CHARS,
+                ),
             })
         };
 
@@ -674,7 +677,10 @@ pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {
             None => (part, part),
         };
         let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
-            return Err(format!("{EXPECTED} ({:?} is not a port or range)", untrusted::cut(part, 40)));
+            return Err(format!(
+                "{EXPECTED} ({:?} is not a port or range)",
+                untrusted::cut(part, 40)
+            ));
         };
         if lo == 0 || lo > hi {
             return Err(format!("{EXPECTED} ({part:?} is empty or reversed)"));
@@ -701,7 +707,10 @@ pub fn parse_targets(spec: &str) -> Result<Vec<ExplicitTarget>, String> {
     let mut targets: Vec<ExplicitTarget> = Vec::new();
     for part in spec.split(',').map(str::trim) {
         let Some((region, url)) = part.split_once('=') else {
-            return Err(format!("{EXPECTED} ({:?} has no '=')", untrusted::cut(part, 80)));
+            return Err(format!(
+                "{EXPECTED} ({:?} has no '=')",
+                untrusted::cut(part, 80)
+            ));
         };
         let (region, url) = (region.trim(), url.trim());
         if !is_region(region) {
@@ -1075,7 +1084,10 @@ mod tests {
     fn long_values_are_shortened_in_messages() {
         let e = bad(&[("SCHEDULE", &"x".repeat(100_000))]);
         assert!(e.problems[0].value.len() < 300);
-        let e = bad(&[("PLUGIN_TARGETS", &format!("us-east-1=http://{}:1", "h".repeat(100_000)))]);
+        let e = bad(&[(
+            "PLUGIN_TARGETS",
+            &format!("us-east-1=http://{}:1", "h".repeat(100_000)),
+        )]);
         assert!(e.to_string().len() < 1000, "{}", e.to_string().len());
         let e = bad(&[("COST_RESOURCES", &"ec2,".repeat(20_000))]);
         assert!(e.to_string().len() < 1000, "{}", e.to_string().len());
@@ -1091,15 +1103,16 @@ mod tests {
         assert_eq!(c.targets.len(), 12);
         assert_eq!(c.log_filter, "info");
         assert_eq!(c.ignored, ["Log_Level", "plugin_ports"]);
-        assert!(ok(&[("PATH", "/bin"), ("HOME", "/root")]).ignored.is_empty());
+        assert!(
+            ok(&[("PATH", "/bin"), ("HOME", "/root")])
+                .ignored
+                .is_empty()
+        );
     }
 
     #[test]
     fn a_password_in_a_url_is_never_echoed() {
-        let e = bad(&[(
-            "PLUGIN_TARGETS",
-            "us-east-1=http://user:hunter2@host:8001",
-        )]);
+        let e = bad(&[("PLUGIN_TARGETS", "us-east-1=http://user:hunter2@host:8001")]);
         let text = e.to_string();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("http://***@host:8001"), "{text}");
@@ -1157,14 +1170,21 @@ mod tests {
             ("AWS_REGION", "us-gov-west-1", "us-gov-west-100"),
         ];
         for (name, max, over) in edges {
-            Config::from_vars(vars(&[(name, max)]))
-                .unwrap_or_else(|e| panic!("{name}={max}: {e}"));
+            Config::from_vars(vars(&[(name, max)])).unwrap_or_else(|e| panic!("{name}={max}: {e}"));
             assert_eq!(bad(&[(name, over)]).variables(), [*name], "{name}={over}");
         }
-        let basket = |n: usize| (0..n).map(|i| format!("ec2:t{i}")).collect::<Vec<_>>().join(",");
+        let basket = |n: usize| {
+            (0..n)
+                .map(|i| format!("ec2:t{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         ok(&[("COST_RESOURCES", &basket(basket::MAX_ENTRIES))]);
         let over = basket(basket::MAX_ENTRIES + 1);
-        assert_eq!(bad(&[("COST_RESOURCES", &over)]).variables(), ["COST_RESOURCES"]);
+        assert_eq!(
+            bad(&[("COST_RESOURCES", &over)]).variables(),
+            ["COST_RESOURCES"]
+        );
     }
 
     #[test]

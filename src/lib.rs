@@ -16,6 +16,7 @@ pub mod health;
 pub mod logging;
 pub mod plugin;
 pub mod queue;
+pub mod region_memory;
 pub mod sample;
 pub mod scheduler;
 pub mod shutdown;

@@ -18,11 +18,15 @@ use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 
 use crate::basket::Resource;
+use crate::untrusted;
 
-/// Larger answers than this are not a plugin talking.
-const MAX_BODY: usize = 1 << 20;
+/// Larger answers than this are not a plugin talking: the contract's answers are well under
+/// 4 KiB. Every response body is held whole while it is read, so this bounds memory too.
+pub const MAX_BODY: usize = 64 << 10;
 const SERVICE: &str = "finfocus.v1.CostSourceService";
 
+/// Every string in a `CallError` that came from the remote end has been passed through
+/// [`untrusted::remote`], so an error can be logged or shown as it is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     #[error("timed out")]
@@ -40,6 +44,19 @@ pub enum CallError {
     },
     #[error("unreadable response: {0}")]
     Decode(String),
+}
+
+impl CallError {
+    /// A Connect-style code for the log's `code` field.
+    pub fn code(&self) -> &str {
+        match self {
+            CallError::Timeout => "deadline_exceeded",
+            CallError::Transport(_) => "unavailable",
+            CallError::Status(status) => code_for_status(*status),
+            CallError::Connect { code, .. } => code,
+            CallError::Decode(_) => "malformed_response",
+        }
+    }
 }
 
 /// The outcome of one health probe.
@@ -101,6 +118,14 @@ impl ProjectedCost {
             .as_deref()
             .filter(|c| !c.is_empty())
             .unwrap_or("USD")
+    }
+
+    /// Both prices (and the carbon figure, when there is one) are finite numbers; protobuf
+    /// JSON can carry "NaN", "Infinity" or "1e400", which CloudWatch cannot store.
+    pub fn is_finite(&self) -> bool {
+        self.unit_price.is_finite()
+            && self.cost_per_month.is_finite()
+            && self.carbon_grams().is_none_or(f64::is_finite)
     }
 
     /// The carbon footprint in gCO2e, when reported.
@@ -258,14 +283,17 @@ impl PluginClient {
             .map_err(|e| CallError::Transport(e.to_string()))?;
         let (status, bytes) = self.send(request, deadline).await?;
         if status == StatusCode::OK {
-            serde_json::from_slice(&bytes).map_err(|e| CallError::Decode(e.to_string()))
+            // serde's messages quote the offending input.
+            serde_json::from_slice(&bytes)
+                .map_err(|e| CallError::Decode(untrusted::remote(&e.to_string())))
         } else {
             let parsed: ConnectErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
             Err(CallError::Connect {
-                code: parsed
-                    .code
-                    .unwrap_or_else(|| code_for_status(status).to_string()),
-                message: parsed.message.unwrap_or_default(),
+                code: parsed.code.map_or_else(
+                    || code_for_status(status.as_u16()).to_string(),
+                    |c| untrusted::remote(&c),
+                ),
+                message: untrusted::remote(&parsed.message.unwrap_or_default()),
                 status: status.as_u16(),
             })
         }
@@ -281,12 +309,12 @@ impl PluginClient {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| CallError::Transport(error_chain(&e)))?;
+                .map_err(|e| CallError::Transport(untrusted::remote(&error_chain(&e))))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| CallError::Decode(e.to_string()))?
+                .map_err(|e| CallError::Decode(untrusted::remote(&e.to_string())))?
                 .to_bytes();
             Ok((status, body))
         };
@@ -297,8 +325,8 @@ impl PluginClient {
 }
 
 /// The Connect protocol's mapping of HTTP status to code, for bodies that carry none.
-fn code_for_status(status: StatusCode) -> &'static str {
-    match status.as_u16() {
+fn code_for_status(status: u16) -> &'static str {
+    match status {
         400 => "internal",
         401 => "unauthenticated",
         403 => "permission_denied",
@@ -399,10 +427,36 @@ mod tests {
 
     #[test]
     fn connect_codes_for_bare_statuses() {
-        assert_eq!(
-            code_for_status(StatusCode::SERVICE_UNAVAILABLE),
-            "unavailable"
-        );
-        assert_eq!(code_for_status(StatusCode::IM_A_TEAPOT), "unknown");
+        assert_eq!(code_for_status(503), "unavailable");
+        assert_eq!(code_for_status(418), "unknown");
+    }
+
+    #[test]
+    fn each_failure_has_its_own_code() {
+        assert_eq!(CallError::Timeout.code(), "deadline_exceeded");
+        assert_eq!(CallError::Transport("refused".into()).code(), "unavailable");
+        assert_eq!(CallError::Status(404).code(), "unimplemented");
+        assert_eq!(CallError::Decode("x".into()).code(), "malformed_response");
+        let e = CallError::Connect {
+            code: "not_found".into(),
+            message: String::new(),
+            status: 404,
+        };
+        assert_eq!(e.code(), "not_found");
+    }
+
+    #[test]
+    fn non_finite_prices_are_not_numbers_to_publish() {
+        for body in [
+            r#"{"unitPrice":"NaN"}"#,
+            r#"{"costPerMonth":"Infinity"}"#,
+            r#"{"costPerMonth":"1e400"}"#,
+            r#"{"impactMetrics":[{"kind":"METRIC_KIND_CARBON_FOOTPRINT","value":"-Infinity"}]}"#,
+        ] {
+            let c: ProjectedCost = serde_json::from_str(body).unwrap();
+            assert!(!c.is_finite(), "{body}");
+        }
+        let c: ProjectedCost = serde_json::from_str(r#"{"costPerMonth":"1e300"}"#).unwrap();
+        assert!(c.is_finite());
     }
 }

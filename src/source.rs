@@ -10,13 +10,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::basket::Resource;
 use crate::config::{Config, Targets};
 use crate::plugin::{CallError, Health, PluginClient, ProjectedCost};
+use crate::region_memory::{self, CONFIRM_CYCLES, Event, Memory};
 use crate::sample::Sample;
+use crate::untrusted;
+
+/// Cost queries one target is asked at once: a large basket must not open a connection per
+/// entry to one plugin.
+pub const MAX_CONCURRENT_QUERIES: usize = 4;
 
 /// One plugin endpoint to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,22 +59,14 @@ impl Target {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
     pub health: Health,
-    /// The region the plugin reported this cycle, if it answered GetPluginInfo.
+    /// The well-formed region the plugin reported this cycle, if it answered GetPluginInfo.
     pub reported_region: Option<String>,
     pub plugin_version: Option<String>,
     pub info_error: Option<CallError>,
+    /// The region this cycle's data goes under, the memory to keep, and what changed.
+    pub decision: (Option<String>, Memory, Event),
     /// One result per basket resource, in basket order; empty when not asked.
     pub costs: Vec<Result<ProjectedCost, CallError>>,
-}
-
-/// The region a target's data belongs to: what it reports now, else what it reported last,
-/// else what the user configured. Discovered targets that never reported have none.
-pub fn resolve_region<'a>(
-    reported: Option<&'a str>,
-    last_known: Option<&'a str>,
-    configured: Option<&'a str>,
-) -> Option<&'a str> {
-    reported.or(last_known).or(configured)
 }
 
 /// How one target answered its health probe this cycle; the agent's /metrics shows it.
@@ -99,8 +98,8 @@ pub struct Collector {
     targets: Vec<Target>,
     basket: Vec<Resource>,
     timeout: Duration,
-    /// The last region each target reported, by base URL.
-    last_known: HashMap<String, String>,
+    /// What each target reported, by base URL (see [`region_memory`]).
+    memory: HashMap<String, Memory>,
 }
 
 impl Collector {
@@ -110,7 +109,7 @@ impl Collector {
             targets: Target::from_config(&config.targets),
             basket: config.basket.clone(),
             timeout: config.target_timeout,
-            last_known: HashMap::new(),
+            memory: HashMap::new(),
         }
     }
 
@@ -118,15 +117,10 @@ impl Collector {
     /// whole collection lasts as long as the slowest target and never longer than that.
     pub async fn collect(&mut self) -> Collection {
         let deadline = Instant::now() + self.timeout;
+        let no_memory = Memory::default();
         let probes = join_all(self.targets.iter().map(|t| {
-            // Until the plugin answers GetPluginInfo, cost queries name this region.
-            let hint = resolve_region(
-                None,
-                self.last_known.get(&t.base_url).map(String::as_str),
-                t.configured_region.as_deref(),
-            )
-            .map(str::to_string);
-            probe(&self.client, &t.base_url, hint, &self.basket, deadline)
+            let memory = self.memory.get(&t.base_url).unwrap_or(&no_memory);
+            probe(&self.client, t, memory, &self.basket, deadline)
         }))
         .await;
 
@@ -135,14 +129,15 @@ impl Collector {
             ..Collection::default()
         };
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
-        for (target, probe) in self.targets.iter().zip(probes) {
-            remember(&mut self.last_known, target, &probe);
-            let region = resolve_region(
-                probe.reported_region.as_deref(),
-                self.last_known.get(&target.base_url).map(String::as_str),
-                target.configured_region.as_deref(),
-            )
-            .map(str::to_string);
+        let mut answered = 0;
+        for (target, mut probe) in self.targets.iter().zip(probes) {
+            answered += usize::from(probe.health.latency.is_some());
+            let (region, memory, event) = std::mem::replace(
+                &mut probe.decision,
+                (None, Memory::default(), Event::Unchanged),
+            );
+            log_event(target, &probe, region.as_deref(), &event);
+            self.memory.insert(target.base_url.clone(), memory);
             out.statuses.push(TargetStatus {
                 base_url: target.base_url.clone(),
                 region: region.clone(),
@@ -165,35 +160,46 @@ impl Collector {
             }
             collect_target(&mut out, target, &region, probe, &self.basket);
         }
+        if answered == 0 && self.targets.iter().all(|t| t.configured_region.is_none()) {
+            warn!(
+                ports = self.targets.len(),
+                "no plugin answered on any port; nothing but self metrics to publish. Fix: check PLUGIN_HOST and PLUGIN_PORTS, and that the plugins run"
+            );
+        }
         out
     }
 }
 
-/// Records the region `target` reported, and says so when it is new or changed.
-fn remember(last_known: &mut HashMap<String, String>, target: &Target, probe: &Probe) {
-    let Some(reported) = probe.reported_region.as_deref() else {
-        return;
-    };
-    let previous = last_known.insert(target.base_url.clone(), reported.to_string());
-    if previous.as_deref() == Some(reported) {
-        return;
-    }
-    match (&target.configured_region, previous) {
-        (Some(configured), _) if configured != reported => warn!(
+/// Says what a target's report changed.
+fn log_event(target: &Target, probe: &Probe, region: Option<&str>, event: &Event) {
+    let region = region.unwrap_or("");
+    match event {
+        Event::Unchanged => {}
+        Event::Discovered => info!(
             target = %target.base_url,
-            configured_region = %configured,
-            region = %reported,
-            "plugin reports another region than PLUGIN_TARGETS names; its data is published under the region it reports. Fix: set {reported}={} in PLUGIN_TARGETS",
-            target.base_url
-        ),
-        (_, Some(previous)) => {
-            info!(target = %target.base_url, region = %reported, previous_region = %previous, "plugin now serves another region")
-        }
-        (_, None) => info!(
-            target = %target.base_url,
-            region = %reported,
+            %region,
             version = probe.plugin_version.as_deref().unwrap_or("unknown"),
             "discovered plugin"
+        ),
+        Event::DiffersFromConfigured { configured } => warn!(
+            target = %target.base_url,
+            configured_region = %configured,
+            %region,
+            "plugin reports another region than PLUGIN_TARGETS names; its data is published under the region it reports. Fix: set {region}={} in PLUGIN_TARGETS",
+            target.base_url
+        ),
+        Event::Unconfirmed { reported, count } => warn!(
+            target = %target.base_url,
+            %region,
+            reported_region = %reported,
+            cycles = count,
+            "plugin reports another region than before; its data stays under the region it had until {CONFIRM_CYCLES} cycles in a row say the same, so a changing answer cannot create new metrics every cycle"
+        ),
+        Event::Moved { previous } => warn!(
+            target = %target.base_url,
+            %region,
+            previous_region = %previous,
+            "plugin now serves another region; its data moves there"
         ),
     }
 }
@@ -231,7 +237,11 @@ fn collect_target(
         let (rt, sku) = (&resource.resource_type, &resource.sku);
         match result {
             Ok(cost) if cost.currency() != "USD" => {
-                warn!(%region, resource_type = %rt, %sku, currency = %cost.currency(), "cost is not in USD; skipped");
+                warn!(%region, resource_type = %rt, %sku, currency = %untrusted::remote(cost.currency()), "cost is not in USD; skipped");
+            }
+            Ok(cost) if !cost.is_finite() => {
+                errors += 1;
+                warn!(%region, target = %target.base_url, resource_type = %rt, %sku, code = "invalid_value", unit_price = cost.unit_price, monthly_cost = cost.cost_per_month, "cost query answered a value that is not a finite number; not published");
             }
             Ok(cost) => out.samples.push(Sample::Cost {
                 region: region.to_string(),
@@ -243,12 +253,7 @@ fn collect_target(
             }),
             Err(e) => {
                 errors += 1;
-                let code = match &e {
-                    CallError::Connect { code, .. } => code.as_str(),
-                    CallError::Timeout => "deadline_exceeded",
-                    _ => "unavailable",
-                };
-                warn!(%region, target = %target.base_url, resource_type = %rt, %sku, %code, error = %e, "cost query failed");
+                warn!(%region, target = %target.base_url, resource_type = %rt, %sku, code = %e.code(), error = %e, "cost query failed");
             }
         }
     }
@@ -263,20 +268,24 @@ fn collect_target(
     }
 }
 
-/// Health first; a healthy plugin is asked its region and then the basket's costs at once.
+/// Health first; a healthy plugin is asked its region, and then the basket's costs, at most
+/// [`MAX_CONCURRENT_QUERIES`] at a time, under the region its data will go under.
 async fn probe(
     client: &PluginClient,
-    base: &str,
-    region_hint: Option<String>,
+    target: &Target,
+    memory: &Memory,
     basket: &[Resource],
     deadline: Instant,
 ) -> Probe {
+    let base = target.base_url.as_str();
+    let configured = target.configured_region.as_deref();
     let health = client.health(base, deadline).await;
     let mut probe = Probe {
         health,
         reported_region: None,
         plugin_version: None,
         info_error: None,
+        decision: region_memory::decide(memory, None, configured),
         costs: Vec::new(),
     };
     if !probe.health.healthy {
@@ -287,21 +296,22 @@ async fn probe(
             probe.reported_region = info.region().map(str::to_string);
             if probe.reported_region.is_none() {
                 probe.info_error = Some(CallError::Decode(
-                    "GetPluginInfo has no valid metadata.region".into(),
+                    "GetPluginInfo has no well-formed metadata.region".into(),
                 ));
             }
-            probe.plugin_version = info.version;
+            probe.plugin_version = info.version.as_deref().map(untrusted::remote);
         }
         Err(e) => probe.info_error = Some(e),
     }
-    let Some(region) = probe.reported_region.clone().or(region_hint) else {
+    probe.decision = region_memory::decide(memory, probe.reported_region.as_deref(), configured);
+    let Some(region) = probe.decision.0.clone() else {
         return probe;
     };
-    probe.costs = join_all(
-        basket
-            .iter()
-            .map(|r| client.projected_cost(base, &region, r, deadline)),
-    )
+    let slots = Semaphore::new(MAX_CONCURRENT_QUERIES);
+    probe.costs = join_all(basket.iter().map(|r| async {
+        let _slot = slots.acquire().await;
+        client.projected_cost(base, &region, r, deadline).await
+    }))
     .await;
     probe
 }
@@ -309,39 +319,6 @@ async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_plugins_own_report_wins() {
-        assert_eq!(
-            resolve_region(
-                Some("us-west-1"),
-                Some("us-gov-west-1"),
-                Some("us-gov-west-1")
-            ),
-            Some("us-west-1")
-        );
-    }
-
-    #[test]
-    fn a_silent_target_keeps_its_last_known_region() {
-        assert_eq!(
-            resolve_region(None, Some("us-west-1"), Some("us-gov-west-1")),
-            Some("us-west-1")
-        );
-    }
-
-    #[test]
-    fn an_explicit_target_never_heard_from_uses_its_configured_name() {
-        assert_eq!(
-            resolve_region(None, None, Some("eu-west-1")),
-            Some("eu-west-1")
-        );
-    }
-
-    #[test]
-    fn a_discovered_port_never_heard_from_is_no_region() {
-        assert_eq!(resolve_region(None, None, None), None);
-    }
 
     fn healthy() -> Health {
         Health {
@@ -369,6 +346,7 @@ mod tests {
             reported_region: Some("us-east-1".into()),
             plugin_version: None,
             info_error: None,
+            decision: (None, Memory::default(), Event::Unchanged),
             costs: vec![
                 Ok(ProjectedCost {
                     unit_price: 0.0104,
@@ -422,6 +400,7 @@ mod tests {
             reported_region: Some("us-east-1".into()),
             plugin_version: None,
             info_error: None,
+            decision: (None, Memory::default(), Event::Unchanged),
             costs: vec![],
         };
         let mut out = Collection::default();
@@ -448,6 +427,7 @@ mod tests {
             reported_region: None,
             plugin_version: None,
             info_error: None,
+            decision: (None, Memory::default(), Event::Unchanged),
             costs: vec![],
         };
         let mut out = Collection::default();

@@ -97,7 +97,12 @@ mod tests {
 
     #[test]
     fn ordinary_text_and_unicode_pass_unchanged() {
-        for s in ["", "not_found", "no price for t3.micro in us-east-1", "Preis €, 東京"] {
+        for s in [
+            "",
+            "not_found",
+            "no price for t3.micro in us-east-1",
+            "Preis €, 東京",
+        ] {
             assert_eq!(remote(s), s);
         }
     }
@@ -128,7 +133,10 @@ mod tests {
             redact_userinfo("\"http://u:p@h:1\": credentials"),
             "\"http://***@h:1\": credentials"
         );
-        assert_eq!(redact_userinfo("http://p@ss:w@rd@h:1/x"), "http://***@h:1/x");
+        assert_eq!(
+            redact_userinfo("http://p@ss:w@rd@h:1/x"),
+            "http://***@h:1/x"
+        );
         assert_eq!(redact_userinfo("http://h:1/path@x"), "http://h:1/path@x");
         assert_eq!(redact_userinfo("no url, a@b"), "no url, a@b");
         assert_eq!(redact_userinfo("http://"), "http://");

@@ -10,7 +10,7 @@ from harness import Fleet, LocalStack, Reader
 @pytest.fixture(scope="session")
 def localstack():
     # No skip on failure: a test run without CloudWatch has proved nothing.
-    ls = LocalStack(port=4566).start()
+    ls = LocalStack().start()
     yield ls
     ls.stop()
 

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -38,6 +39,29 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rss_kib(pid, until_exit=False):
+    """The process's peak RSS (VmHWM) in KiB; with until_exit, the last reading before it
+    exits, polled every 10 ms."""
+    peak = 0
+    while True:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            return peak
+        if not until_exit:
+            return peak
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return peak
+        except FileNotFoundError:
+            return peak
+        time.sleep(0.01)
 
 
 def wait_for(predicate, timeout, what):
@@ -79,9 +103,10 @@ def _ensure_cert():
 class LocalStack:
     """LocalStack's CloudWatch as a plain Python process (no Docker)."""
 
-    def __init__(self, port=4566):
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, port=None):
+        self.fixed_port = port
+        self.port = None
+        self.url = None
         self.proc = None
         self.log = STATE / "localstack.log"
 
@@ -92,13 +117,29 @@ class LocalStack:
         except (OSError, ValueError, KeyError):
             return False
 
-    def start(self, timeout=90):
-        if self.healthy():
-            raise RuntimeError(f"something already answers on {self.url}; stop it first")
+    def start(self, timeout=90, tries=3):
+        """Starts LocalStack on a free port (or the fixed one); a port taken between the check
+        and LocalStack's bind is retried with another."""
+        for attempt in range(1, tries + 1):
+            self.port = self.fixed_port or free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            if self.healthy():
+                raise RuntimeError(f"something already answers on {self.url}; stop it first")
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                if attempt == tries or self.fixed_port:
+                    raise
+
+    def _start(self, timeout):
         pem = _ensure_cert()
+        # Its own TMPDIR: two LocalStacks sharing one clear each other's CloudWatch database.
+        tmp = STATE / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, GATEWAY_LISTEN=f"127.0.0.1:{self.port}", SERVICES="cloudwatch",
                    DNS_ADDRESS="0", LOCALSTACK_VOLUME_DIR=str(STATE), CUSTOM_SSL_CERT_PATH=str(pem),
-                   SKIP_SSL_CERT_DOWNLOAD="1", DISABLE_EVENTS="1", LOCALSTACK_TELEMETRY_DISABLED="1")
+                   SKIP_SSL_CERT_DOWNLOAD="1", DISABLE_EVENTS="1", LOCALSTACK_TELEMETRY_DISABLED="1",
+                   TMPDIR=str(tmp))
         self.proc = subprocess.Popen([str(VENV_PY), "-m", "localstack.runtime.main"], env=env,
                                      stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -126,21 +167,28 @@ class Fleet:
 
     def __init__(self, layout="v0.1.8", base_port=None, args=()):
         self.layout = layout
-        self.base_port = base_port or free_port_block(12)
-        self.control_port = free_port()
+        self.fixed_base = base_port
+        self.base_port = None
+        self.control_port = None
         self.args = list(args)
         self.proc = None
         self.regions = fleet_module.LAYOUTS[layout]
 
-    def start(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, str(FLEET), "--layout", self.layout, "--base-port", str(self.base_port),
-             "--control-port", str(self.control_port), *self.args],
-            stdout=subprocess.PIPE, text=True, start_new_session=True)
-        line = self.proc.stdout.readline()
-        if not line or not json.loads(line).get("ready"):
-            raise RuntimeError(f"fleet did not start: {line!r}")
-        return self
+    def start(self, tries=5):
+        """Starts the fleet on a free block of ports; a block taken between the check and the
+        bind (another test's process) is retried with another block."""
+        for _ in range(tries):
+            self.base_port = self.fixed_base or free_port_block(len(self.regions))
+            self.proc = subprocess.Popen(
+                [sys.executable, str(FLEET), "--layout", self.layout, "--base-port", str(self.base_port),
+                 "--control-port", "0", *self.args],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            line = self.proc.stdout.readline()
+            if line and json.loads(line).get("ready"):
+                self.control_port = json.loads(line)["control_port"]
+                return self
+            self.proc.wait(5)
+        raise RuntimeError(f"fleet did not start after {tries} tries")
 
     def port(self, region):
         return self.base_port + self.regions.index(region)
@@ -149,16 +197,21 @@ class Fleet:
         """PLUGIN_PORTS covering `count` ports from the first, as 8001-8012 does."""
         return f"{self.base_port}-{self.base_port + count - 1}"
 
-    def _control(self, path):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}", method="POST")
+    def control(self, path, **params):
+        query = urllib.parse.urlencode(params)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}?{query}", method="POST")
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.load(r)
 
     def mode(self, region, mode):
-        return self._control(f"/mode?region={region}&mode={mode}")
+        return self.control("/mode", region=region, mode=mode)
 
     def latency(self, region, ms):
-        return self._control(f"/latency?region={region}&ms={ms}")
+        return self.control("/latency", region=region, ms=ms)
+
+    def describe(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.control_port}/regions", timeout=5) as r:
+            return {d["region"]: d for d in json.load(r)}
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

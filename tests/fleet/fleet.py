@@ -11,13 +11,25 @@ refused), at start with flags or at run time through the control port:
 
     POST /mode?region=us-east-1&mode=hang|fail|down|ok
     POST /latency?region=us-east-1&ms=250
-    GET  /regions
+    GET  /regions                      (each region's state, and the most requests it has
+                                        seen in flight at once)
+
+Hostile modes, for the agent's hardening tests; each is cleared by POST /reset?region=R:
+
+    POST /report?region=R&value=TEXT|random|long:N   GetPluginInfo reports this region:
+         a fixed text, a new well-formed random region each call, or N letters
+    POST /info?region=R&mode=fail                     GetPluginInfo answers 503
+    POST /cost_error?region=R&code=C&message=M&repeat=N
+         GetProjectedCost answers a Connect error whose message is M repeated N times
+    POST /cost_value?region=R&value=NaN               costPerMonth is sent as this string
 
 Prices are a deterministic table (see quote()), so a test can compute what to expect.
 """
 
 import argparse
 import json
+import random
+import string
 import signal
 import socket
 import sys
@@ -135,6 +147,23 @@ class Region:
         self.server = None
         self.lock = threading.Lock()
         self.connections = set()
+        self.inflight = 0
+        self.max_inflight = 0
+        self.reset()
+
+    def reset(self):
+        self.report = None        # what GetPluginInfo says the region is, when not its name
+        self.info_fails = False
+        self.cost_error = None    # (code, message) every GetProjectedCost answers
+        self.cost_value = None    # costPerMonth as this string
+
+    def reported_region(self):
+        if self.report == "random":
+            word = "".join(random.choice(string.ascii_lowercase) for _ in range(8))
+            return f"xx-{word}-{random.randint(1, 9)}"
+        if self.report and self.report.startswith("long:"):
+            return "a" * int(self.report[5:])
+        return self.report or self.name
 
     def start(self):
         with self.lock:
@@ -166,7 +195,7 @@ class Region:
 
     def describe(self):
         return {"region": self.name, "port": self.port, "mode": self.mode,
-                "latency_ms": self.latency * 1000}
+                "latency_ms": self.latency * 1000, "max_inflight": self.max_inflight}
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -200,6 +229,17 @@ class PluginHandler(QuietHandler):
     def finish(self):
         self.region.connections.discard(self.connection)
         super().finish()
+
+    def handle_one_request(self):
+        r = self.region
+        with r.lock:
+            r.inflight += 1
+            r.max_inflight = max(r.max_inflight, r.inflight)
+        try:
+            super().handle_one_request()
+        finally:
+            with r.lock:
+                r.inflight -= 1
 
     def wait_for_turn(self):
         """Applies the region's injected latency and hang; False when it should not answer."""
@@ -236,15 +276,23 @@ class PluginHandler(QuietHandler):
         if path == "/grpc.health.v1.Health/Check":
             return self.send(200, {"status": "SERVING"})
         if path == "/finfocus.v1.CostSourceService/GetPluginInfo":
+            if self.region.info_fails:
+                return self.send(503, {"code": "unavailable", "message": "plugin info unavailable"})
             return self.send(200, omit_zero({
                 "name": "finfocus-plugin-aws-public", "version": PLUGIN_VERSION,
                 "specVersion": "v0.6.0", "providers": ["aws"],
-                "metadata": {"region": self.region.name, "type": "public-pricing-fallback"}}))
+                "metadata": {"region": self.region.reported_region(), "type": "public-pricing-fallback"}}))
         if path == "/finfocus.v1.CostSourceService/GetProjectedCost":
+            if self.region.cost_error:
+                code, message = self.region.cost_error
+                return self.send(500, {"code": code, "message": message})
             try:
-                return self.send(200, omit_zero(self.projected_cost(body)))
+                answer = omit_zero(self.projected_cost(body))
             except ConnectError as e:
                 return self.send(ConnectError.STATUS[e.code], e.body())
+            if self.region.cost_value is not None:
+                answer["costPerMonth"] = self.region.cost_value
+            return self.send(200, answer)
         self.send(404, b"404 page not found\n", "text/plain; charset=utf-8")
 
     def projected_cost(self, body):
@@ -279,6 +327,16 @@ class ControlHandler(QuietHandler):
             region.set_mode(q["mode"])
         elif url.path == "/latency" and "ms" in q:
             region.latency = float(q["ms"]) / 1000
+        elif url.path == "/report" and "value" in q:
+            region.report = q["value"]
+        elif url.path == "/info" and q.get("mode") in ("ok", "fail"):
+            region.info_fails = q["mode"] == "fail"
+        elif url.path == "/cost_error" and "code" in q:
+            region.cost_error = (q["code"], q.get("message", "") * int(q.get("repeat", 1)))
+        elif url.path == "/cost_value" and "value" in q:
+            region.cost_value = q["value"]
+        elif url.path == "/reset":
+            region.reset()
         else:
             return self.send(400, {"error": "POST /mode?region=R&mode=ok|hang|fail|down or /latency?region=R&ms=N"})
         self.send(200, region.describe())
@@ -289,7 +347,8 @@ def main():
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="v0.1.8")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--base-port", type=int, default=8001, help="port of the first region (8001)")
-    p.add_argument("--control-port", type=int, default=0, help="control API port; 0 for none")
+    p.add_argument("--control-port", type=int, default=-1,
+                   help="control API port; 0 for any free port (printed in the ready line); -1 for none")
     for mode in ("hang", "fail", "down"):
         p.add_argument(f"--{mode}", action="append", default=[], metavar="REGION",
                        help=f"start with REGION in {mode} mode")
@@ -309,12 +368,14 @@ def main():
     for region in fleet.values():
         if region.mode != "down":
             region.start()
-    if args.control_port:
+    control_port = None
+    if args.control_port >= 0:
         handler = type("Control", (ControlHandler,), {"fleet": fleet})
         control = ThreadingHTTPServer((args.host, args.control_port), handler)
         control.daemon_threads = True
+        control_port = control.server_address[1]
         threading.Thread(target=control.serve_forever, daemon=True).start()
-    print(json.dumps({"ready": True, "layout": args.layout,
+    print(json.dumps({"ready": True, "layout": args.layout, "control_port": control_port,
                       "regions": [r.describe() for r in fleet.values()]}), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
