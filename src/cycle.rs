@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::datum::Datum;
+use crate::logging;
 use crate::sample::Sample;
 use crate::sink::{MetricSink, PublishReport, Publisher, RetryPolicy};
 use crate::source::Collector;
@@ -91,6 +92,7 @@ impl<S: MetricSink> Agent<S> {
             duration_ms = duration.as_millis() as u64,
             "cycle complete"
         );
+        logging::report_dropped();
         if let Some(agent) = &self.self_metrics {
             let cycle = Sample::Cycle {
                 agent: agent.clone(),

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::config::Schedule;
+use crate::logging;
 use crate::plugin::{CallError, PluginClient};
 use crate::scheduler;
 use crate::stats::{SharedStats, Stats};
@@ -92,7 +93,8 @@ fn respond<B>(
             "use GET\n".into(),
         );
     }
-    let stats = stats.lock().expect("stats lock").clone();
+    let mut stats = stats.lock().expect("stats lock").clone();
+    stats.log_lines_dropped = logging::dropped_lines() as u64;
     match request.uri().path() {
         "/healthz" => {
             let verdict = stats.verdict(now, interval(&stats, schedule));

@@ -2,13 +2,24 @@
 //!
 //! With `--dry-run` stdout carries the datums, so logs go to stderr instead.
 //!
+//! Writing a log line never blocks the agent. A stdout that nobody reads (a stalled log
+//! driver, a full pipe) would otherwise stop the only runtime thread, and with it the cycle,
+//! `/healthz` and the SIGTERM handler. Lines go through a bounded queue to a writer thread
+//! ([`LineWriter`]); when the queue is full they are dropped and counted, the count is in
+//! `/metrics`, and a warning says how many once lines get through again.
+//!
 //! Credentials and request signatures never reach the log: at trace level the SDK prints the
 //! signed request (Authorization, X-Amz-Security-Token) and the signing inputs, so those
 //! targets are capped whatever LOG_LEVEL or RUST_LOG say.
 
+use std::os::fd::AsFd;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tracing::warn;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::LogFormat;
 
@@ -17,24 +28,118 @@ const REDACT: &str = "aws_sigv4=off";
 /// Appended when the filter reaches trace: the orchestrator prints the signed request there.
 /// Only then, because the directive also raises the target to debug under an info filter.
 const REDACT_TRACE: &str = "aws_smithy_runtime::client::orchestrator=debug";
+/// The cron crate announces its own start-up at info ("Uninited", "Job creator created");
+/// appended unless the user's filter names it.
+const QUIET_CRON: &str = "tokio_cron_scheduler=warn";
+/// Lines held for a slow stdout before new ones are dropped: about 300 KB of logs.
+pub const BUFFERED_LINES: usize = 1024;
 
 /// The EnvFilter directives the agent runs with for a validated `filter`; the more specific
 /// directives win over a user's `trace`.
 pub fn directives(filter: &str) -> String {
     let hint = EnvFilter::builder().parse_lossy(filter).max_level_hint();
-    if hint.is_some_and(|level| level < LevelFilter::TRACE) {
-        format!("{filter},{REDACT}")
-    } else {
-        format!("{filter},{REDACT},{REDACT_TRACE}")
+    let mut out = format!("{filter},{REDACT}");
+    if !hint.is_some_and(|level| level < LevelFilter::TRACE) {
+        out = format!("{out},{REDACT_TRACE}");
+    }
+    if !filter.contains("tokio_cron_scheduler") {
+        out = format!("{out},{QUIET_CRON}");
+    }
+    out
+}
+
+/// A line-oriented output that never blocks its caller: whole lines are queued for a writer
+/// thread, and dropped and counted when the queue is full. Dropping it gives the thread at
+/// most about a second to write what is queued.
+pub struct LineWriter {
+    writer: NonBlocking,
+    dropped: ErrorCounter,
+    _guard: WorkerGuard,
+}
+
+impl LineWriter {
+    /// A writer on its own copy of stdout's or stderr's descriptor: unbuffered, so nothing
+    /// half-written waits in std's stdout buffer for the exit-time flush, which would block
+    /// on a full pipe. Falls back to std's handle if the descriptor cannot be copied.
+    pub fn stdout() -> Self {
+        match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Self::new(std::fs::File::from(fd)),
+            Err(_) => Self::new(std::io::stdout()),
+        }
+    }
+
+    pub fn stderr() -> Self {
+        match std::io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => Self::new(std::fs::File::from(fd)),
+            Err(_) => Self::new(std::io::stderr()),
+        }
+    }
+
+    pub fn new<W: std::io::Write + Send + 'static>(out: W) -> Self {
+        let (writer, guard) = NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(BUFFERED_LINES)
+            .thread_name("output")
+            .finish(out);
+        LineWriter {
+            dropped: writer.error_counter(),
+            writer,
+            _guard: guard,
+        }
+    }
+
+    /// Queues one whole line (it must end with a newline); false when it was dropped.
+    pub fn line(&self, line: &str) -> bool {
+        let before = self.dropped.dropped_lines();
+        let mut w = self.writer.clone();
+        let _ = std::io::Write::write_all(&mut w, line.as_bytes());
+        self.dropped.dropped_lines() == before
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> usize {
+        self.dropped.dropped_lines()
+    }
+}
+
+/// The log's writer, for [`dropped_lines`] and [`report_dropped`].
+static LOG: OnceLock<LineWriter> = OnceLock::new();
+/// How many dropped lines a warning has already reported.
+static REPORTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Log lines dropped so far because the output was not being read.
+pub fn dropped_lines() -> usize {
+    LOG.get().map_or(0, LineWriter::dropped)
+}
+
+/// Says how many log lines were dropped since the last time this got through. Called after
+/// each cycle: while the output is still stalled the warning is dropped too and is tried
+/// again next time.
+pub fn report_dropped() {
+    let Some(log) = LOG.get() else { return };
+    let (dropped, reported) = (log.dropped(), REPORTED.load(Ordering::Relaxed));
+    if dropped == reported {
+        return;
+    }
+    warn!(
+        dropped = dropped - reported,
+        dropped_total = dropped,
+        "log lines were dropped because the log output was not being read (stdout or stderr full)"
+    );
+    if log.dropped() == dropped {
+        REPORTED.store(dropped, Ordering::Relaxed);
     }
 }
 
 pub fn init(format: LogFormat, filter: &str, to_stderr: bool) {
-    let writer = if to_stderr {
-        BoxMakeWriter::new(std::io::stderr)
+    let out = if to_stderr {
+        LineWriter::stderr()
     } else {
-        BoxMakeWriter::new(std::io::stdout)
+        LineWriter::stdout()
     };
+    let writer = out.writer.clone();
+    // init is called once per process; a second call keeps the first writer.
+    let _ = LOG.set(out);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::builder().parse_lossy(directives(filter)))
         .with_writer(writer)
@@ -75,9 +180,43 @@ mod tests {
         for filter in ["trace", "info,aws_smithy_runtime=trace"] {
             let d = directives(filter);
             assert!(
-                d.ends_with(",aws_sigv4=off,aws_smithy_runtime::client::orchestrator=debug"),
+                d.contains(",aws_sigv4=off,aws_smithy_runtime::client::orchestrator=debug"),
                 "{d}"
             );
         }
+    }
+
+    #[test]
+    fn the_cron_crates_start_up_lines_stay_quiet_unless_asked_for() {
+        assert!(directives("info").ends_with(",tokio_cron_scheduler=warn"));
+        assert!(!directives("info,tokio_cron_scheduler=debug").contains("=warn"));
+    }
+
+    /// A writer that never returns until it is released: a pipe nobody reads.
+    struct Stalled(std::sync::mpsc::Receiver<()>);
+
+    impl std::io::Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_output_drops_and_counts_lines_instead_of_blocking() {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let out = LineWriter::new(Stalled(stalled));
+        let started = std::time::Instant::now();
+        let written = (0..BUFFERED_LINES * 3)
+            .filter(|i| out.line(&format!("line {i}\n")))
+            .count();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // One line is with the stalled writer, BUFFERED_LINES wait in the queue.
+        assert!(written <= BUFFERED_LINES + 1, "{written}");
+        assert_eq!(out.dropped(), BUFFERED_LINES * 3 - written);
+        drop(release);
     }
 }

@@ -141,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 
     let sink = if cli.dry_run {
-        Sink::DryRun(DryRunSink)
+        Sink::DryRun(DryRunSink::stdout())
     } else {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .http_client(https_client())

@@ -8,7 +8,6 @@
 //! until the bad datum is found, so it never takes good datums down with it; what still
 //! cannot be delivered waits in the queue for the next cycle with its original timestamps.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::batch;
 use crate::datum::Datum;
+use crate::logging::LineWriter;
 use crate::queue::RetryQueue;
 
 /// How a PutMetricData call failed.
@@ -298,11 +298,25 @@ fn classify(err: SdkError<PutMetricDataError>) -> PutError {
 }
 
 /// Prints datums as JSON lines on stdout instead of sending them; needs no AWS access.
-pub struct DryRunSink;
+///
+/// Like the log, it never blocks on a stdout nobody reads: a batch whose lines could not all
+/// be queued counts as a failed put, so its datums wait in the queue as they would for an
+/// unreachable CloudWatch (lines that did get out are printed again with them).
+pub struct DryRunSink {
+    out: LineWriter,
+}
+
+impl DryRunSink {
+    pub fn stdout() -> Self {
+        DryRunSink {
+            out: LineWriter::stdout(),
+        }
+    }
+}
 
 impl MetricSink for DryRunSink {
     async fn put(&self, namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
-        let mut out = std::io::stdout().lock();
+        let mut dropped = 0;
         for d in batch {
             let line = serde_json::json!({
                 "namespace": namespace,
@@ -312,10 +326,15 @@ impl MetricSink for DryRunSink {
                 "unit": d.unit.as_str(),
                 "timestamp": humantime::format_rfc3339_millis(d.timestamp).to_string(),
             });
-            writeln!(out, "{line}").map_err(|e| PutError::Failed(format!("stdout: {e}")))?;
+            dropped += usize::from(!self.out.line(&format!("{line}\n")));
         }
-        out.flush()
-            .map_err(|e| PutError::Failed(format!("stdout: {e}")))
+        if dropped > 0 {
+            return Err(PutError::Failed(format!(
+                "stdout is not being read: {dropped} of {} datum lines dropped",
+                batch.len()
+            )));
+        }
+        Ok(())
     }
 }
 

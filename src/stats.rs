@@ -22,6 +22,9 @@ pub struct Stats {
     pub cycles_failed: u64,
     /// Ticks skipped because the previous cycle was still running.
     pub ticks_skipped: u64,
+    /// Log lines dropped because the log output was not being read; filled in by whoever
+    /// renders the stats (the count lives with the log writer).
+    pub log_lines_dropped: u64,
     pub datums_collected: u64,
     pub datums_published: u64,
     pub dropped_invalid: u64,
@@ -52,6 +55,7 @@ impl Stats {
             cycles: 0,
             cycles_failed: 0,
             ticks_skipped: 0,
+            log_lines_dropped: 0,
             datums_collected: 0,
             datums_published: 0,
             dropped_invalid: 0,
@@ -188,6 +192,12 @@ impl Stats {
                 counter,
                 "Schedule ticks skipped because the previous cycle was still running.",
                 self.ticks_skipped as f64,
+            ),
+            (
+                "log_lines_dropped_total",
+                counter,
+                "Log lines dropped because the log output (stdout) was not being read.",
+                self.log_lines_dropped as f64,
             ),
             (
                 "last_cycle_duration_seconds",

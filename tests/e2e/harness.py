@@ -326,17 +326,27 @@ class Agent:
         self.lines = []
         self.stderr = ""
         self.started = None
+        self._reader = None
+        self.logs_on_stderr = False
 
-    def start(self):
+    def start(self, read=True, logs_on_stderr=False):
+        """Starts the agent; its log lines are read as they come unless `read` is False
+        (a pipe nobody drains, as a stalled log driver leaves it): `read_logs` starts later.
+        With `logs_on_stderr` (`--dry-run`), stderr is the log and stdout is left alone."""
         self.started = time.monotonic()
+        self.logs_on_stderr = logs_on_stderr
         self.proc = subprocess.Popen([str(self.binary), *self.args], env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        if read:
+            self.read_logs()
         return self
 
+    def read_logs(self):
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
     def _read(self):
-        for line in self.proc.stdout:
+        for line in (self.proc.stderr if self.logs_on_stderr else self.proc.stdout):
             self.lines.append(line.rstrip("\n"))
 
     def logs(self):
@@ -382,8 +392,10 @@ class Agent:
 
     def wait(self, timeout=60):
         code = self.proc.wait(timeout)
-        self._reader.join(5)
-        self.stderr = self.proc.stderr.read()
+        if self._reader:
+            self._reader.join(5)
+        if not self.logs_on_stderr:
+            self.stderr = self.proc.stderr.read()
         return code
 
     def run(self, timeout=120):
