@@ -39,7 +39,7 @@ pub const BUFFERED_LINES: usize = 1024;
 pub fn directives(filter: &str) -> String {
     let hint = EnvFilter::builder().parse_lossy(filter).max_level_hint();
     let mut out = format!("{filter},{REDACT}");
-    if !hint.is_some_and(|level| level < LevelFilter::TRACE) {
+    if hint.is_none_or(|level| level >= LevelFilter::TRACE) {
         out = format!("{out},{REDACT_TRACE}");
     }
     if !filter.contains("tokio_cron_scheduler") {
