@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
@@ -16,6 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -27,6 +29,14 @@ use crate::stats::{SharedStats, Stats};
 
 /// How long `healthcheck` waits for the agent: well inside Docker's default 30 s timeout.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections served at once. Past it a new connection is closed as soon as it is
+/// accepted: a flood costs one descriptor for a moment instead of one each, so the plugin
+/// probes keep theirs, and a burst is cleared at once rather than queued.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to send its request headers, on a new or a kept-alive connection.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// No connection lives longer, whatever it does: a probe or a scrape takes milliseconds.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -49,6 +59,7 @@ pub fn serve(listener: TcpListener, stats: SharedStats, schedule: Schedule) {
     if let Ok(addr) = listener.local_addr() {
         info!(health_addr = %addr, "health listener ready: /healthz and /metrics");
     }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -60,20 +71,28 @@ pub fn serve(listener: TcpListener, stats: SharedStats, schedule: Schedule) {
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                debug!(
+                    max = MAX_CONNECTIONS,
+                    "health listener at its connection cap; connection closed"
+                );
+                continue;
+            };
             let (stats, schedule) = (stats.clone(), schedule.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |request: Request<Incoming>| {
                     let response = respond(&request, &stats, &schedule, SystemTime::now());
                     async move { Ok::<_, Infallible>(response) }
                 });
-                // A client that never finishes its headers does not hold a task for ever.
-                let served = http1::Builder::new()
+                let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(5))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                if let Err(e) = served {
-                    debug!(error = %e, "health connection ended with an error");
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                    Ok(Err(e)) => debug!(error = %e, "health connection ended with an error"),
+                    Err(_) => debug!("health connection closed at its lifetime limit"),
+                    Ok(Ok(())) => {}
                 }
             });
         }

@@ -64,6 +64,9 @@ fn after_help() -> String {
 
 fn main() -> ExitCode {
     let matches = Cli::command().after_help(after_help()).get_matches();
+    // The soft open-file limit is often 1024 while the hard one is far higher; every probe,
+    // health connection and PutMetricData needs a descriptor.
+    let open_files = rlimit::increase_nofile_limit(u64::MAX).ok();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -78,7 +81,7 @@ fn main() -> ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return runtime.block_on(healthcheck());
     }
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, open_files)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             error!(error = format!("{e:#}"), "agent failed");
@@ -117,7 +120,7 @@ async fn healthcheck() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<i32> {
+async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -173,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         once = cli.once,
         health_addr = config.health_addr.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()),
         self_metrics = config.self_metrics.as_deref().unwrap_or("off"),
+        open_files_limit = open_files,
         "starting"
     );
     if let Some(interval) = config

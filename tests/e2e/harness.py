@@ -8,6 +8,7 @@ shared/plugin-contract.md, and boto3 reads back what CloudWatch holds.
 import datetime
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -318,7 +319,9 @@ class Switch:
 class Agent:
     """The real agent binary as a process; its JSON log lines are collected."""
 
-    def __init__(self, env, args=(), binary=None):
+    def __init__(self, env, args=(), binary=None, nofile=None):
+        """`nofile`: the (soft, hard) open-file limit the agent starts with."""
+        self.nofile = nofile
         self.env = env
         self.args = list(args)
         self.binary = binary or agent_binary()
@@ -335,8 +338,11 @@ class Agent:
         With `logs_on_stderr` (`--dry-run`), stderr is the log and stdout is left alone."""
         self.started = time.monotonic()
         self.logs_on_stderr = logs_on_stderr
+        limit = self.nofile
+        preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit)) if limit else None
         self.proc = subprocess.Popen([str(self.binary), *self.args], env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec)
         if read:
             self.read_logs()
         return self

@@ -4,6 +4,8 @@ them: /healthz turning 503 when CloudWatch goes away and 200 when it is back, th
 self metrics read back from CloudWatch."""
 
 import json
+import os
+import resource
 import signal
 import socket
 import time
@@ -156,3 +158,60 @@ def test_healthcheck_without_a_listener_fails_and_says_why(namespace):
     agent = Agent(agent_env("http://127.0.0.1:9", namespace))
     code, out = agent.healthcheck()
     assert code == 1 and "no answer from the agent" in out
+
+
+def test_a_connection_flood_on_the_health_port_never_fails_plugin_probes(localstack, fleet, namespace):
+    """1100 idle connections against an agent that may hold only 256 descriptors: the
+    listener's cap keeps descriptors for the probes, so no healthy region is reported down,
+    and /healthz answers again within seconds while the flood is still open."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this test needs 1100 sockets
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            SCHEDULE="* * * * * *", COST_RESOURCES="ec2:t3.micro", TARGET_TIMEOUT="700ms"),
+                  nofile=(256, 256)).start()
+    flood = []
+    try:
+        wait_for(lambda: agent.cycles(), 15, "the first cycle")
+        host, port = agent.env["HEALTH_ADDR"].rsplit(":", 1)
+        for _ in range(1100):
+            s = socket.socket()
+            s.settimeout(0.2)
+            if s.connect_ex((host, int(port))) == 0:
+                flood.append(s)
+            else:
+                s.close()
+        assert len(flood) > 900
+        n = len(agent.cycles())
+        fds = []
+        deadline = time.monotonic() + 20
+        while len(agent.cycles()) < n + 3 and time.monotonic() < deadline:
+            fds.append(len(os.listdir(f"/proc/{agent.proc.pid}/fd")))
+            time.sleep(0.05)
+        during = agent.cycles()[n:]
+        assert len(during) >= 3
+        assert all(c["healthy"] == 10 and c["unhealthy"] == 0 for c in during), during
+        assert not [l for l in agent.logs() if "Too many open files" in json.dumps(l)]
+        assert max(fds) < 160, max(fds)
+        def answers():
+            try:
+                return http_get(agent.health_url("/healthz"), timeout=1)[0] == 200
+            except OSError:
+                return False
+        wait_for(answers, 10, "/healthz to answer during the flood")
+        print(f"descriptors in use during the flood: at most {max(fds)}")
+    finally:
+        for s in flood:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        agent.signal()
+        agent.wait(15)
+        agent.kill()
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one(fleet, namespace):
+    agent = Agent(agent_env("http://127.0.0.1:9", namespace, PLUGIN_PORTS=fleet.ports_spec(1)),
+                  args=["--once", "--dry-run"], nofile=(256, 4096))
+    agent.start(logs_on_stderr=True)
+    assert agent.wait(30) == 0
+    [starting] = agent.messages("starting")
+    assert starting["open_files_limit"] == 4096
