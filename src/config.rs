@@ -203,6 +203,35 @@ impl Schedule {
         let b = self.next_after(a)?;
         b.duration_since(a).ok()
     }
+
+    /// The latest tick at or before `t`, and the one before it, and the next after `t`.
+    pub fn ticks_around(&self, t: SystemTime) -> Ticks {
+        let at: chrono::DateTime<chrono::Utc> = t.into();
+        let last = self.cron.find_previous_occurrence(&at, true).ok();
+        let before_last = last.and_then(|l| self.cron.find_previous_occurrence(&l, false).ok());
+        Ticks {
+            before_last: before_last.map(SystemTime::from),
+            last: last.map(SystemTime::from),
+            next: self.next_after(t),
+        }
+    }
+}
+
+/// The schedule's ticks around a moment: what `/healthz` judges freshness by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticks {
+    /// The tick before `last`: the latest one whose cycle must have ended by now.
+    pub before_last: Option<SystemTime>,
+    /// The latest tick at or before the moment; its cycle may still be running.
+    pub last: Option<SystemTime>,
+    pub next: Option<SystemTime>,
+}
+
+impl Ticks {
+    /// Whether these are still the ticks around `t`, so they need not be searched again.
+    pub fn cover(&self, t: SystemTime) -> bool {
+        self.last.is_none_or(|last| last <= t) && self.next.is_some_and(|next| t < next)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1191,6 +1220,22 @@ mod tests {
     fn variables_table_lists_each_variable_once() {
         let names: BTreeSet<_> = VARIABLES.iter().map(|v| v.name).collect();
         assert_eq!(names.len(), VARIABLES.len());
+    }
+
+    #[test]
+    fn ticks_around_a_moment_follow_an_irregular_schedule() {
+        let s = Schedule::parse("0 0 9 * * MON-FRI").unwrap();
+        let at = |text: &str| SystemTime::from(chrono::DateTime::parse_from_rfc3339(text).unwrap());
+        // 2026-11-22 is a Sunday.
+        let t = s.ticks_around(at("2026-11-22T12:00:00Z"));
+        assert_eq!(t.last, Some(at("2026-11-20T09:00:00Z")));
+        assert_eq!(t.before_last, Some(at("2026-11-19T09:00:00Z")));
+        assert_eq!(t.next, Some(at("2026-11-23T09:00:00Z")));
+        assert!(t.cover(at("2026-11-23T08:59:59Z")));
+        assert!(!t.cover(at("2026-11-23T09:00:00Z")));
+        let t = s.ticks_around(at("2026-11-23T09:00:00Z"));
+        assert_eq!(t.last, Some(at("2026-11-23T09:00:00Z")));
+        assert_eq!(t.before_last, Some(at("2026-11-20T09:00:00Z")));
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl<S: MetricSink> Agent<S> {
             std::mem::take(&mut collection.statuses),
             duration,
             &publish,
-            SystemTime::now(),
+            (timestamp, SystemTime::now()),
         );
         info!(
             cycle_timestamp = %humantime::format_rfc3339(timestamp),

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
@@ -21,11 +21,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::config::Schedule;
+use crate::config::{Schedule, Ticks};
 use crate::logging;
 use crate::plugin::{CallError, PluginClient};
-use crate::scheduler;
-use crate::stats::{SharedStats, Stats};
+use crate::stats::SharedStats;
 
 /// How long `healthcheck` waits for the agent: well inside Docker's default 30 s timeout.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -56,6 +55,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
 
 /// Serves /healthz and /metrics on `listener` until the process ends.
 pub fn serve(listener: TcpListener, stats: SharedStats, schedule: Schedule) {
+    let ticks = Arc::new(TickCache::new(schedule));
     if let Ok(addr) = listener.local_addr() {
         info!(health_addr = %addr, "health listener ready: /healthz and /metrics");
     }
@@ -78,11 +78,11 @@ pub fn serve(listener: TcpListener, stats: SharedStats, schedule: Schedule) {
                 );
                 continue;
             };
-            let (stats, schedule) = (stats.clone(), schedule.clone());
+            let (stats, ticks) = (stats.clone(), ticks.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 let service = service_fn(move |request: Request<Incoming>| {
-                    let response = respond(&request, &stats, &schedule, SystemTime::now());
+                    let response = respond(&request, &stats, &ticks, SystemTime::now());
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let connection = http1::Builder::new()
@@ -99,10 +99,34 @@ pub fn serve(listener: TcpListener, stats: SharedStats, schedule: Schedule) {
     });
 }
 
+/// The schedule's ticks around now, searched again only once now passes the next tick: a
+/// sparse schedule's search can take a while, and /healthz is asked every few seconds.
+struct TickCache {
+    schedule: Schedule,
+    ticks: Mutex<Option<Ticks>>,
+}
+
+impl TickCache {
+    fn new(schedule: Schedule) -> Self {
+        TickCache {
+            schedule,
+            ticks: Mutex::new(None),
+        }
+    }
+
+    fn around(&self, now: SystemTime) -> Ticks {
+        let mut cached = self.ticks.lock().expect("ticks lock");
+        match *cached {
+            Some(ticks) if ticks.cover(now) => ticks,
+            _ => *cached.insert(self.schedule.ticks_around(now)),
+        }
+    }
+}
+
 fn respond<B>(
     request: &Request<B>,
     stats: &SharedStats,
-    schedule: &Schedule,
+    ticks: &TickCache,
     now: SystemTime,
 ) -> Response<Full<Bytes>> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -116,7 +140,7 @@ fn respond<B>(
     stats.log_lines_dropped = logging::dropped_lines() as u64;
     match request.uri().path() {
         "/healthz" => {
-            let verdict = stats.verdict(now, interval(&stats, schedule));
+            let verdict = stats.verdict(&ticks.around(now));
             let status = if verdict.healthy {
                 StatusCode::OK
             } else {
@@ -135,11 +159,6 @@ fn respond<B>(
             "not found: try /healthz or /metrics\n".into(),
         ),
     }
-}
-
-/// The schedule's gap after the moment health is measured from.
-fn interval(stats: &Stats, schedule: &Schedule) -> Duration {
-    scheduler::interval(schedule, stats.last_success.unwrap_or(stats.started))
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -198,6 +217,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 mod tests {
     use super::*;
     use crate::sink::PublishReport;
+    use crate::stats::Stats;
 
     fn get(path: &str) -> Request<()> {
         Request::get(path).body(()).unwrap()
@@ -205,6 +225,10 @@ mod tests {
 
     fn schedule() -> Schedule {
         Schedule::parse("0 * * * * *").unwrap()
+    }
+
+    fn ticks() -> TickCache {
+        TickCache::new(schedule())
     }
 
     fn text(r: Response<Full<Bytes>>) -> (StatusCode, String, String) {
@@ -222,28 +246,30 @@ mod tests {
     fn healthz_is_200_then_503_with_a_json_reason() {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let stats = Stats::shared(start);
-        let (status, kind, body) = text(respond(&get("/healthz"), &stats, &schedule(), start));
+        let ticks = ticks();
+        let (status, kind, body) = text(respond(&get("/healthz"), &stats, &ticks, start));
         assert_eq!(
             (status, kind.as_str()),
             (StatusCode::OK, "application/json")
         );
         assert!(body.contains("\"status\":\"ok\""), "{body}");
 
-        let later = start + Duration::from_secs(90);
-        let (status, _, body) = text(respond(&get("/healthz"), &stats, &schedule(), later));
+        // Started on a whole minute: by +120 s the tick at +60 s is due.
+        let later = start + Duration::from_secs(120);
+        let (status, _, body) = text(respond(&get("/healthz"), &stats, &ticks, later));
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["status"], "unhealthy");
-        assert!(json["reason"].as_str().unwrap().contains("90s"), "{body}");
+        assert_eq!(json["due_tick"], "2027-01-15T08:01:00Z", "{body}");
 
         stats.lock().unwrap().record_cycle(
             0,
             Vec::new(),
             Duration::from_secs(1),
             &PublishReport::default(),
-            later,
+            (start + Duration::from_secs(120), later),
         );
-        let (status, _, _) = text(respond(&get("/healthz"), &stats, &schedule(), later));
+        let (status, _, _) = text(respond(&get("/healthz"), &stats, &ticks, later));
         assert_eq!(status, StatusCode::OK);
     }
 
@@ -253,7 +279,7 @@ mod tests {
         let (status, kind, body) = text(respond(
             &get("/metrics"),
             &stats,
-            &schedule(),
+            &ticks(),
             SystemTime::now(),
         ));
         assert_eq!(status, StatusCode::OK);
@@ -269,12 +295,12 @@ mod tests {
         let stats = Stats::shared(SystemTime::now());
         let now = SystemTime::now();
         assert_eq!(
-            respond(&get("/"), &stats, &schedule(), now).status(),
+            respond(&get("/"), &stats, &ticks(), now).status(),
             StatusCode::NOT_FOUND
         );
         let post = Request::post("/healthz").body(()).unwrap();
         assert_eq!(
-            respond(&post, &stats, &schedule(), now).status(),
+            respond(&post, &stats, &ticks(), now).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
     }

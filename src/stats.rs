@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::Ticks;
 use crate::sink::PublishReport;
 use crate::source::TargetStatus;
 
@@ -37,6 +38,8 @@ pub struct Stats {
     pub last_cycle_duration: Option<Duration>,
     /// When the last cycle whose publish did not fail ended.
     pub last_success: Option<SystemTime>,
+    /// That cycle's timestamp: the tick it ran for (or the start, for the first cycle).
+    pub last_success_cycle: Option<SystemTime>,
     pub targets: Vec<TargetStatus>,
 }
 
@@ -67,6 +70,7 @@ impl Stats {
             put_failures: 0,
             last_cycle_duration: None,
             last_success: None,
+            last_success_cycle: None,
             targets: Vec::new(),
         }
     }
@@ -87,14 +91,14 @@ impl Stats {
         self.put_failures += report.failed_calls as u64;
     }
 
-    /// Counts one finished cycle that ended at `now`.
+    /// Counts one finished cycle, stamped `stamp`, that ended at `now`.
     pub fn record_cycle(
         &mut self,
         collected: usize,
         targets: Vec<TargetStatus>,
         duration: Duration,
         report: &PublishReport,
-        now: SystemTime,
+        (stamp, now): (SystemTime, SystemTime),
     ) {
         self.cycles += 1;
         self.datums_collected += collected as u64;
@@ -105,33 +109,44 @@ impl Stats {
             self.cycles_failed += 1;
         } else {
             self.last_success = Some(now);
+            self.last_success_cycle = Some(stamp);
         }
     }
 
-    /// Healthy while the last successful publish is at most two schedule intervals old, or
-    /// while the agent is still in its first interval. `interval` is the schedule's gap.
-    pub fn verdict(&self, now: SystemTime, interval: Duration) -> Verdict {
-        let limit = interval * 2;
-        let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
-        let (healthy, reason) = match self.last_success {
-            Some(t) if age(t) <= limit => (true, "the last cycle published".to_string()),
-            Some(t) => (
-                false,
-                format!(
-                    "no cycle has published for {}s, more than two schedule intervals ({}s); see the agent's error logs",
-                    age(t).as_secs(),
-                    limit.as_secs()
-                ),
-            ),
-            None if age(self.started) < interval => (
+    /// Healthy when the cycle of the last tick that was due, or a later one, has published.
+    /// The tick that is due is the one before the latest tick (whose cycle may still run), so
+    /// one failed cycle turns the agent unhealthy only when the next tick's cycle is due too,
+    /// and a schedule's gaps (nights, weekends) count for nothing: with
+    /// `0 0 9 * * MON-FRI` a Friday success stays healthy until Monday's cycle is due.
+    /// Before any tick has been due since the start, the agent is healthy as starting.
+    pub fn verdict(&self, ticks: &Ticks) -> Verdict {
+        // A cycle is stamped with the whole second it started in; allow for a tick fired a
+        // moment early.
+        let slack = Duration::from_secs(1);
+        let covers = |t: SystemTime, due: SystemTime| t + slack > due;
+        let (healthy, reason) = match (ticks.before_last, self.last_success_cycle) {
+            (None, _) => (true, "no tick of the schedule has been due yet".to_string()),
+            (Some(due), Some(stamp)) if covers(stamp, due) => (
                 true,
-                "starting: still in the first schedule interval".to_string(),
+                "the cycle of the last tick that was due, or a later one, has published"
+                    .to_string(),
             ),
-            None => (
+            (Some(due), _) if covers(self.started, due) => (
+                true,
+                "starting: no tick has been due since the agent started".to_string(),
+            ),
+            (Some(due), last) => (
                 false,
                 format!(
-                    "no cycle has published since the agent started {}s ago; see the agent's error logs",
-                    age(self.started).as_secs()
+                    "no cycle since the tick at {} has published ({}); see the PutMetricData errors in the agent's log",
+                    rfc3339(due),
+                    match last {
+                        Some(t) => format!("the last that did ran for {}", rfc3339(t)),
+                        None => format!(
+                            "none has since the agent started at {}",
+                            rfc3339(self.started)
+                        ),
+                    }
                 ),
             ),
         };
@@ -140,6 +155,8 @@ impl Stats {
             "reason": reason,
             "last_success": self.last_success.map(rfc3339),
             "started": rfc3339(self.started),
+            "due_tick": ticks.before_last.map(rfc3339),
+            "next_tick": ticks.next.map(rfc3339),
             "cycles": self.cycles,
             "cycles_failed": self.cycles_failed,
             "queued": self.queued,
@@ -335,7 +352,13 @@ mod tests {
 
     fn after_cycle(end: u64, failed: bool) -> Stats {
         let mut s = Stats::new(at(0));
-        s.record_cycle(10, Vec::new(), MINUTE / 60, &report(10, failed), at(end));
+        s.record_cycle(
+            10,
+            Vec::new(),
+            MINUTE / 60,
+            &report(10, failed),
+            (at(0), at(end)),
+        );
         s
     }
 
@@ -343,47 +366,124 @@ mod tests {
         serde_json::from_str(&v.body).expect("JSON body")
     }
 
-    #[test]
-    fn healthy_in_the_first_interval_before_any_cycle() {
-        let v = Stats::new(at(0)).verdict(at(59), MINUTE);
-        assert!(v.healthy);
-        assert_eq!(body(&v)["status"], "ok");
-        assert!(body(&v)["reason"].as_str().unwrap().contains("first"));
+    /// `* * * * *`-style ticks every minute at 1_800_000_000 + 60k (the agent starts at 0).
+    fn minutely(now: u64) -> Ticks {
+        let schedule = crate::config::Schedule::parse("0 * * * * *").unwrap();
+        schedule.ticks_around(at(now))
+    }
+
+    fn verdict(s: &Stats, now: u64) -> Verdict {
+        s.verdict(&minutely(now))
     }
 
     #[test]
-    fn unhealthy_after_the_first_interval_without_a_publish() {
-        let v = after_cycle(5, true).verdict(at(61), MINUTE);
+    fn healthy_while_starting_before_any_cycle() {
+        // 1_800_000_000 falls on a whole minute: ticks at 0, 60, 120, ...
+        let s = Stats::new(at(0));
+        for now in [0, 59, 60, 119] {
+            let v = verdict(&s, now);
+            assert!(v.healthy, "{now}");
+            assert!(body(&v)["reason"].as_str().unwrap().contains("starting"));
+        }
+    }
+
+    #[test]
+    fn unhealthy_once_a_tick_after_the_start_is_due_without_a_publish() {
+        let v = verdict(&after_cycle(5, true), 120);
         assert!(!v.healthy);
         let b = body(&v);
         assert_eq!(b["status"], "unhealthy");
         assert_eq!(b["cycles_failed"], 1);
+        assert_eq!(b["due_tick"], "2027-01-15T08:01:00Z");
+        let reason = b["reason"].as_str().unwrap();
         assert!(
-            b["reason"]
-                .as_str()
-                .unwrap()
-                .contains("since the agent started 61s")
+            reason.contains("none has since the agent started"),
+            "{reason}"
         );
     }
 
     #[test]
-    fn healthy_up_to_two_intervals_after_the_last_publish() {
-        let s = after_cycle(5, false);
-        assert!(s.verdict(at(5 + 120), MINUTE).healthy);
-        let v = s.verdict(at(5 + 121), MINUTE);
+    fn a_publish_keeps_the_agent_healthy_until_the_next_tick_after_it_is_due() {
+        let mut s = Stats::new(at(0));
+        s.record_cycle(
+            10,
+            Vec::new(),
+            MINUTE / 60,
+            &report(10, false),
+            (at(60), at(65)),
+        );
+        // The tick at 120 may still run at 120..180; at 180 the tick at 120 is due.
+        assert!(verdict(&s, 179).healthy);
+        let v = verdict(&s, 180);
         assert!(!v.healthy);
         let b = body(&v);
-        assert!(b["reason"].as_str().unwrap().contains("121s"), "{b}");
-        assert_eq!(b["last_success"], "2027-01-15T08:00:05Z");
+        assert!(
+            b["reason"]
+                .as_str()
+                .unwrap()
+                .contains("ran for 2027-01-15T08:01:00Z"),
+            "{b}"
+        );
+        assert_eq!(b["last_success"], "2027-01-15T08:01:05Z");
     }
 
     #[test]
     fn one_failed_cycle_after_a_success_keeps_the_earlier_success() {
-        let mut s = after_cycle(5, false);
-        s.record_cycle(10, Vec::new(), MINUTE / 60, &report(0, true), at(65));
-        assert_eq!(s.last_success, Some(at(5)));
+        let mut s = Stats::new(at(0));
+        s.record_cycle(
+            10,
+            Vec::new(),
+            MINUTE / 60,
+            &report(10, false),
+            (at(60), at(65)),
+        );
+        s.record_cycle(
+            10,
+            Vec::new(),
+            MINUTE / 60,
+            &report(0, true),
+            (at(120), at(125)),
+        );
+        assert_eq!(s.last_success, Some(at(65)));
         assert_eq!((s.cycles, s.cycles_failed), (2, 1));
-        assert!(s.verdict(at(70), MINUTE).healthy);
+        assert!(verdict(&s, 130).healthy);
+    }
+
+    #[test]
+    fn a_weekday_schedule_stays_healthy_over_the_weekend() {
+        let schedule = crate::config::Schedule::parse("0 0 9 * * MON-FRI").unwrap();
+        let at = |text: &str| SystemTime::from(chrono::DateTime::parse_from_rfc3339(text).unwrap());
+        let mut s = Stats::new(at("2026-11-16T08:00:00Z"));
+        // Friday 2026-11-20's cycle published.
+        s.record_cycle(
+            10,
+            Vec::new(),
+            MINUTE / 60,
+            &report(10, false),
+            (at("2026-11-20T09:00:00Z"), at("2026-11-20T09:00:02Z")),
+        );
+        for now in [
+            "2026-11-21T09:00:00Z",
+            "2026-11-22T09:00:01Z",
+            "2026-11-23T09:00:30Z",
+            "2026-11-24T08:59:59Z",
+        ] {
+            let v = s.verdict(&schedule.ticks_around(at(now)));
+            assert!(v.healthy, "{now}: {}", v.body);
+        }
+        // Monday's cycle never published: due from Tuesday 09:00.
+        let now = at("2026-11-24T09:00:00Z");
+        assert!(!s.verdict(&schedule.ticks_around(now)).healthy);
+    }
+
+    #[test]
+    fn a_schedule_with_no_tick_due_yet_is_healthy() {
+        let ticks = Ticks {
+            before_last: None,
+            last: None,
+            next: Some(at(1000)),
+        };
+        assert!(after_cycle(5, true).verdict(&ticks).healthy);
     }
 
     #[test]
