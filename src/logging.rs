@@ -102,14 +102,16 @@ impl LineWriter {
     }
 }
 
-/// The log's writer, for [`dropped_lines`] and [`report_dropped`].
-static LOG: OnceLock<LineWriter> = OnceLock::new();
+/// The log writer's drop count, for [`dropped_lines`] and [`report_dropped`]. Only the
+/// count: the writer itself belongs to whoever called [`init`], since a static is never
+/// dropped and the last lines would never be flushed.
+static LOG: OnceLock<ErrorCounter> = OnceLock::new();
 /// How many dropped lines a warning has already reported.
 static REPORTED: AtomicUsize = AtomicUsize::new(0);
 
 /// Log lines dropped so far because the output was not being read.
 pub fn dropped_lines() -> usize {
-    LOG.get().map_or(0, LineWriter::dropped)
+    LOG.get().map_or(0, ErrorCounter::dropped_lines)
 }
 
 /// Says how many log lines were dropped since the last time this got through. Called after
@@ -117,7 +119,7 @@ pub fn dropped_lines() -> usize {
 /// again next time.
 pub fn report_dropped() {
     let Some(log) = LOG.get() else { return };
-    let (dropped, reported) = (log.dropped(), REPORTED.load(Ordering::Relaxed));
+    let (dropped, reported) = (log.dropped_lines(), REPORTED.load(Ordering::Relaxed));
     if dropped == reported {
         return;
     }
@@ -126,20 +128,23 @@ pub fn report_dropped() {
         dropped_total = dropped,
         "log lines were dropped because the log output was not being read (stdout or stderr full)"
     );
-    if log.dropped() == dropped {
+    if log.dropped_lines() == dropped {
         REPORTED.store(dropped, Ordering::Relaxed);
     }
 }
 
-pub fn init(format: LogFormat, filter: &str, to_stderr: bool) {
+/// Installs the log. Keep what it returns until the end: dropping it writes out the lines
+/// still queued (for at most about a second).
+#[must_use = "dropping the writer at once would lose the log's last lines"]
+pub fn init(format: LogFormat, filter: &str, to_stderr: bool) -> LineWriter {
     let out = if to_stderr {
         LineWriter::stderr()
     } else {
         LineWriter::stdout()
     };
     let writer = out.writer.clone();
-    // init is called once per process; a second call keeps the first writer.
-    let _ = LOG.set(out);
+    // init is called once per process; a second call keeps the first count.
+    let _ = LOG.set(out.dropped.clone());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::builder().parse_lossy(directives(filter)))
         .with_writer(writer)
@@ -153,6 +158,7 @@ pub fn init(format: LogFormat, filter: &str, to_stderr: bool) {
             .init(),
         LogFormat::Text => builder.init(),
     }
+    out
 }
 
 #[cfg(test)]

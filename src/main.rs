@@ -55,9 +55,9 @@ fn after_help() -> String {
     }
     text.push_str(
         "  AWS_* SDK variables    credentials chain, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS\n\n\
-         Exit codes:\n  0   success (or stopped by SIGTERM/SIGINT); healthcheck: healthy\n  \
-         1   publishing failed (--once); healthcheck: unhealthy or no answer\n  \
-         78  invalid configuration, or HEALTH_ADDR cannot be listened on\n  130/143  second SIGINT/SIGTERM during shutdown\n",
+         Exit codes:\n  0   success, or stopped by SIGTERM/SIGINT/SIGHUP with everything delivered; healthcheck: healthy\n  \
+         1   datums could not be delivered (--once, or a shutdown whose SHUTDOWN_TIMEOUT ran out); healthcheck: unhealthy or no answer\n  \
+         78  invalid configuration, or HEALTH_ADDR cannot be listened on\n  129/130/143  second SIGHUP/SIGINT/SIGTERM during shutdown\n",
     );
     text
 }
@@ -84,7 +84,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli, open_files)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            error!(error = format!("{e:#}"), "agent failed");
+            // The log is closed once run returns; stderr still works.
+            eprintln!("cloudwatch-publisher: agent failed: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -129,12 +130,13 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
                 Ok("text") => LogFormat::Text,
                 _ => LogFormat::Json,
             };
-            logging::init(format, "info", cli.dry_run);
+            let _log = logging::init(format, "info", cli.dry_run);
             error!(variables = %e.variables().join(","), "{e}");
             return Ok(EXIT_CONFIG);
         }
     };
-    logging::init(config.log_format, &config.log_filter, cli.dry_run);
+    // Dropped last, when run returns: the log's final lines are written out then.
+    let _log = logging::init(config.log_format, &config.log_filter, cli.dry_run);
     for name in &config.ignored {
         warn!(
             variable = %name,
@@ -165,6 +167,8 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
         Sink::CloudWatch(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)))
     };
 
+    // Installed before the `starting` line, so whoever waits for that line may signal.
+    let mut shutdown = Shutdown::install().context("installing signal handlers")?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
         namespace = %config.namespace,
@@ -191,7 +195,6 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
         );
     }
 
-    let mut shutdown = Shutdown::install().context("installing signal handlers")?;
     let mut agent = Agent::new(&config, sink);
     // One-shot runs end before any probe would ask; they get no listener.
     if let (Some(addr), false) = (config.health_addr, cli.once) {
@@ -204,13 +207,15 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
         }
     }
     if cli.once {
-        return Ok(scheduler::run_once(
+        let code = scheduler::run_once(
             &mut agent,
             &config.schedule,
             &mut shutdown,
             config.shutdown_timeout,
         )
-        .await);
+        .await;
+        logging::report_dropped();
+        return Ok(code);
     }
     let code = scheduler::run_scheduled(
         agent,
@@ -219,5 +224,6 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
         config.shutdown_timeout,
     )
     .await?;
+    logging::report_dropped();
     Ok(code)
 }

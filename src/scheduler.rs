@@ -126,18 +126,28 @@ pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
         agent.flush(deadline).await;
         agent.queued()
     };
-    tokio::select! {
+    // Whatever is not delivered now is lost with the process, so that is a failure.
+    let code = tokio::select! {
         drained = tokio::time::timeout_at(deadline, drain) => match drained {
-            Ok(0) => info!("stopped cleanly"),
-            Ok(left) => error!(lost = left, "stopped with datums CloudWatch did not take"),
-            Err(_) => error!("SHUTDOWN_TIMEOUT passed before the cycle and the queue were done; undelivered datums are lost"),
+            Ok(0) => {
+                info!("stopped cleanly");
+                EXIT_OK
+            }
+            Ok(left) => {
+                error!(lost = left, "stopped with datums CloudWatch did not take");
+                EXIT_PUBLISH_FAILED
+            }
+            Err(_) => {
+                error!("SHUTDOWN_TIMEOUT passed before the cycle and the queue were done; undelivered datums are lost");
+                EXIT_PUBLISH_FAILED
+            }
         },
         signal = shutdown.recv() => {
             warn!(signal = Shutdown::name(signal), "second signal: exiting now");
-            return Ok(Shutdown::exit_code(signal));
+            Shutdown::exit_code(signal)
         }
-    }
-    Ok(EXIT_OK)
+    };
+    Ok(code)
 }
 
 async fn tick<S: MetricSink>(agent: &Mutex<Agent<S>>, schedule: &Schedule, stats: &SharedStats) {

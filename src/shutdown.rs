@@ -1,11 +1,12 @@
-//! Turns SIGTERM and SIGINT into a shutdown the agent can wait for.
+//! Turns SIGTERM, SIGINT and SIGHUP into a shutdown the agent can wait for.
 //!
 //! The first signal asks for a clean stop (finish the cycle, flush the queue); the agent
 //! calls [`Shutdown::recv`] again while it drains, and a second signal ends the process at
-//! once.
+//! once. SIGHUP (a closed terminal, or `kill -HUP` from habit) would otherwise end the
+//! process without a flush; the agent has no configuration to reload, so it stops cleanly.
 
 use futures_util::StreamExt;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
 pub struct Shutdown {
@@ -16,7 +17,7 @@ impl Shutdown {
     /// Installs the handlers; from here on the signals no longer kill the process.
     pub fn install() -> std::io::Result<Self> {
         Ok(Shutdown {
-            signals: Signals::new([SIGTERM, SIGINT])?,
+            signals: Signals::new([SIGTERM, SIGINT, SIGHUP])?,
         })
     }
 
@@ -38,6 +39,7 @@ impl Shutdown {
         match signal {
             SIGTERM => "SIGTERM",
             SIGINT => "SIGINT",
+            SIGHUP => "SIGHUP",
             _ => "signal",
         }
     }

@@ -377,6 +377,10 @@ class Agent:
     def messages(self, message):
         return [l for l in self.logs() if l.get("message") == message]
 
+    def wait_ready(self, timeout=15):
+        """Waits for the `starting` line: the signal handlers are installed by then."""
+        wait_for(lambda: self.messages("starting"), timeout, "the agent's starting line")
+
     def cycles(self):
         return self.messages("cycle complete")
 

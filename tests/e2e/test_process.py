@@ -3,7 +3,7 @@
 import signal
 import time
 
-from harness import Agent, agent_env, parse_ts
+from harness import Agent, agent_env, parse_ts, wait_for
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETMARK"
 TOKEN = "FwoGZXIvYXdzEBaSESSIONTOKENMARK"
@@ -45,7 +45,7 @@ def test_sigterm_mid_cycle_finishes_and_publishes_that_cycle(localstack, reader,
                             SCHEDULE="0 0 0 1 1 *", SHUTDOWN_TIMEOUT="15s",
                             COST_RESOURCES="ec2:t3.micro")).start()
     try:
-        time.sleep(1.5)
+        agent.wait_ready()
         assert not agent.cycles()
         sent = time.monotonic()
         agent.signal(signal.SIGTERM)
@@ -67,9 +67,10 @@ def test_a_second_signal_exits_at_once(localstack, fleet, namespace):
     agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(1),
                             SCHEDULE="0 0 0 1 1 *", TARGET_TIMEOUT="60s", SHUTDOWN_TIMEOUT="60s")).start()
     try:
-        time.sleep(1)
+        agent.wait_ready()
         agent.signal(signal.SIGTERM)
-        time.sleep(0.5)
+        wait_for(lambda: agent.messages(
+            "stopping: no new cycles; finishing the running cycle and flushing the queue"), 10, "the stop")
         assert agent.proc.poll() is None  # still finishing its cycle
         sent = time.monotonic()
         agent.signal(signal.SIGINT)
@@ -78,7 +79,7 @@ def test_a_second_signal_exits_at_once(localstack, fleet, namespace):
     finally:
         agent.kill()
     assert code == 128 + signal.SIGINT
-    assert took < 2
+    assert took < 5
     assert agent.messages("second signal: exiting now")
 
 
@@ -93,3 +94,112 @@ def test_trace_logging_never_shows_credentials_or_signatures(localstack, fleet, 
     assert "applying client runtime plugins" in everything  # the SDK's own trace lines
     for secret in (SECRET, TOKEN, "Signature=", "x-amz-security-token"):
         assert secret.lower() not in everything.lower(), secret
+
+
+def hung_agent(localstack, fleet, namespace, args=(), **env):
+    """An agent whose only plugin hangs, so its cycle lasts TARGET_TIMEOUT (60 s)."""
+    fleet.mode("us-east-1", "hang")
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(1),
+                            SCHEDULE="0 0 0 1 1 *", TARGET_TIMEOUT="60s", COST_RESOURCES="none", **env),
+                  args=args).start()
+    agent.wait_ready()
+    return agent
+
+
+def stop(agent, *signals, timeout=15):
+    """Sends the signals a second apart; the exit code and seconds from the first to exit."""
+    sent = time.monotonic()
+    for i, sig in enumerate(signals):
+        if i:
+            time.sleep(1)
+        agent.signal(sig)
+    code = agent.wait(timeout)
+    return code, time.monotonic() - sent
+
+
+def test_once_under_sigterm_runs_out_of_shutdown_timeout_and_exits_1(localstack, fleet, namespace):
+    agent = hung_agent(localstack, fleet, namespace, args=["--once"], SHUTDOWN_TIMEOUT="2s")
+    try:
+        code, took = stop(agent, signal.SIGTERM)
+    finally:
+        agent.kill()
+    assert code == 1 and 2 <= took < 6, (code, took)
+    assert agent.messages("SHUTDOWN_TIMEOUT passed before the cycle finished; its datums are lost")
+
+
+def test_once_exits_at_once_on_a_second_signal(localstack, fleet, namespace):
+    agent = hung_agent(localstack, fleet, namespace, args=["--once"], SHUTDOWN_TIMEOUT="60s")
+    try:
+        code, took = stop(agent, signal.SIGTERM, signal.SIGHUP)
+    finally:
+        agent.kill()
+    assert code == 128 + signal.SIGHUP and took < 5, (code, took)
+
+
+def test_once_under_sigterm_finishes_its_cycle_within_shutdown_timeout(localstack, reader, fleet, namespace):
+    fleet.latency("us-east-1", 1000)
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(1),
+                            COST_RESOURCES="ec2:t3.micro", SHUTDOWN_TIMEOUT="15s"), args=["--once"]).start()
+    try:
+        agent.wait_ready()
+        code, took = stop(agent, signal.SIGTERM)
+    finally:
+        agent.kill()
+    assert code == 0 and took < 15
+    [cycle] = agent.cycles()
+    assert cycle["published"] == cycle["datums"] > 0
+
+
+def test_scheduled_drain_running_out_of_time_exits_1(localstack, fleet, namespace):
+    agent = hung_agent(localstack, fleet, namespace, SHUTDOWN_TIMEOUT="2s")
+    try:
+        code, took = stop(agent, signal.SIGTERM)
+    finally:
+        agent.kill()
+    assert code == 1 and 2 <= took < 6, (code, took)
+    assert agent.messages(
+        "SHUTDOWN_TIMEOUT passed before the cycle and the queue were done; undelivered datums are lost")
+
+
+def test_sighup_stops_cleanly_with_a_flush(localstack, reader, fleet, namespace):
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(1),
+                            SCHEDULE="* * * * * *", COST_RESOURCES="none", AGENT_NAME="hup"))
+    agent.start()
+    try:
+        agent.wait_cycles(1, timeout=15)
+        code, _ = stop(agent, signal.SIGHUP)
+    finally:
+        agent.kill()
+    assert code == 0
+    assert agent.messages("stopped cleanly")
+    [stopping] = [l for l in agent.logs() if l.get("message", "").startswith("stopping")]
+    assert stopping["signal"] == "SIGHUP"
+    # The last cycle's self metrics went out in the shutdown flush.
+    last = parse_ts(agent.cycles()[-1]["cycle_timestamp"])
+    assert reader.at(namespace, "CycleDuration", {"Agent": "hup"}, last)
+
+
+def test_a_lowercase_variable_is_not_read_and_is_named_in_a_warning(fleet, namespace):
+    env = agent_env("http://127.0.0.1:9", namespace, PLUGIN_PORTS=fleet.ports_spec(2),
+                    schedule="every minute", plugin_ports="1", COST_RESOURCES="none")
+    env["SCHEDULE"] = "*/5 * * * * *"
+    agent = Agent(env, args=["--once", "--dry-run"])
+    agent.start(logs_on_stderr=True)
+    assert agent.wait(30) == 0
+    warned = sorted(l["variable"] for l in agent.logs() if l.get("message", "").endswith("instead")
+                    and "is not read" in l["message"])
+    assert warned == ["plugin_ports", "schedule"]
+    [cycle] = agent.cycles()
+    assert cycle["targets"] == 2 and cycle["healthy"] == 2
+
+
+def test_a_schedule_that_never_fires_and_a_password_in_a_url_are_refused_plainly(namespace):
+    env = agent_env("http://127.0.0.1:9", namespace, SCHEDULE="0 0 0 1 1 * 2020",
+                    PLUGIN_TARGETS="us-east-1=http://admin:hunter2@127.0.0.1:8001")
+    agent = Agent(env, args=["--once"])
+    assert agent.run(10) == 78
+    [line] = agent.logs()
+    assert line["variables"] == "SCHEDULE,PLUGIN_TARGETS"
+    assert "ticks still to come" in line["message"]
+    everything = "\n".join(agent.lines) + agent.stderr
+    assert "hunter2" not in everything and "http://***@127.0.0.1:8001" in everything
