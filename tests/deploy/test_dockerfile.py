@@ -2,7 +2,6 @@
 the image must keep (multi-stage, pinned bases, non-root numeric USER, HEALTHCHECK through the
 binary, exec-form ENTRYPOINT, OCI labels from build args, no secrets, a minimal runtime)."""
 
-import fnmatch
 import json
 import re
 import shutil
@@ -96,25 +95,23 @@ def test_no_secrets_or_credentials_baked_in():
     assert not [a for i, a in instructions() if i == "ADD"]
 
 
-def ignored(path, patterns):
-    """Docker's .dockerignore rule: the last pattern matching the path or a parent decides."""
-    parts = path.split("/")
-    result = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        p = pattern.lstrip("!").rstrip("/")
-        if any(fnmatch.fnmatch("/".join(parts[:n]), p) for n in range(1, len(parts) + 1)):
-            result = not negate
-    return result
+def test_dockerignore_keeps_only_what_the_build_copies(tmp_path):
+    """docker-py's exclude_paths applies Docker's own .dockerignore rules (Go's filepath.Match,
+    where `*` does not cross `/`) to a tree shaped like this repository."""
+    from docker.utils.build import exclude_paths
 
-
-def test_dockerignore_keeps_only_what_the_build_copies():
     patterns = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()
                 if l.strip() and not l.startswith("#")]
-    for path in ["target/release/cloudwatch-publisher", ".git/config", ".venv/bin/python",
-                 ".localstack/localstack.log", "tests/e2e/harness.py", "tests/fleet/fleet.py",
-                 "docs/deployment.md", "iam/publisher-policy.json"]:
-        assert ignored(path, patterns), f"{path} would be sent to the build"
+    unwanted = ["target/release/cloudwatch-publisher", ".git/config", ".venv/bin/python",
+                ".localstack/localstack.log", "tests/e2e/harness.py", "tests/fleet/fleet.py",
+                "docs/deployment.md", "iam/publisher-policy.json", "README.md"]
+    needed = ["Cargo.toml", "Cargo.lock", "src/main.rs", "src/sink.rs"]
+    for path in unwanted + needed:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    sent = exclude_paths(str(tmp_path), patterns)
     copied = [a.split()[0] for i, a in stages()[0] if i == "COPY"]
-    for path in ["Cargo.toml", "Cargo.lock", "src/main.rs"]:
-        assert not ignored(path, patterns), f"{path} is needed by {copied}"
+    for path in needed:
+        assert path in sent, f"{path} is needed by {copied}"
+    for path in unwanted:
+        assert path not in sent, f"{path} would be sent to the build"

@@ -66,8 +66,9 @@ def test_a_hung_region_costs_only_its_timeout_and_is_reported_down(localstack, r
                   args=["--once"])
     assert agent.run() == 0
     [cycle] = agent.cycles()
-    # The cycle waits for the slowest target, bounded by TARGET_TIMEOUT, never the sum.
-    assert 1900 <= cycle["collect_ms"] <= 2600, cycle
+    # The cycle waits for the hung target's TARGET_TIMEOUT, and not much more (a generous
+    # bound: a loaded 2-core machine can add hundreds of milliseconds).
+    assert 2000 <= cycle["collect_ms"] < 4000, cycle
     assert cycle["unhealthy"] == 1 and cycle["healthy"] == 9
     stamp = parse_ts(cycle["cycle_timestamp"])
     assert reader.at(namespace, "PluginHealthy", {"Region": "us-west-2"}, stamp) == [(stamp, 0.0, "None", 1)]
