@@ -350,15 +350,16 @@ mod tests {
         }
     }
 
+    /// Records a cycle stamped `stamp` that ended at `end`, published or not.
+    fn record(s: &mut Stats, failed: bool, stamp: u64, end: u64) {
+        let published = if failed { 0 } else { 10 };
+        let r = report(published, failed);
+        s.record_cycle(10, Vec::new(), MINUTE / 60, &r, (at(stamp), at(end)));
+    }
+
     fn after_cycle(end: u64, failed: bool) -> Stats {
         let mut s = Stats::new(at(0));
-        s.record_cycle(
-            10,
-            Vec::new(),
-            MINUTE / 60,
-            &report(10, failed),
-            (at(0), at(end)),
-        );
+        record(&mut s, failed, 0, end);
         s
     }
 
@@ -405,13 +406,7 @@ mod tests {
     #[test]
     fn a_publish_keeps_the_agent_healthy_until_the_next_tick_after_it_is_due() {
         let mut s = Stats::new(at(0));
-        s.record_cycle(
-            10,
-            Vec::new(),
-            MINUTE / 60,
-            &report(10, false),
-            (at(60), at(65)),
-        );
+        record(&mut s, false, 60, 65);
         // The tick at 120 may still run at 120..180; at 180 the tick at 120 is due.
         assert!(verdict(&s, 179).healthy);
         let v = verdict(&s, 180);
@@ -430,20 +425,8 @@ mod tests {
     #[test]
     fn one_failed_cycle_after_a_success_keeps_the_earlier_success() {
         let mut s = Stats::new(at(0));
-        s.record_cycle(
-            10,
-            Vec::new(),
-            MINUTE / 60,
-            &report(10, false),
-            (at(60), at(65)),
-        );
-        s.record_cycle(
-            10,
-            Vec::new(),
-            MINUTE / 60,
-            &report(0, true),
-            (at(120), at(125)),
-        );
+        record(&mut s, false, 60, 65);
+        record(&mut s, true, 120, 125);
         assert_eq!(s.last_success, Some(at(65)));
         assert_eq!((s.cycles, s.cycles_failed), (2, 1));
         assert!(verdict(&s, 130).healthy);

@@ -397,6 +397,30 @@ class Agent:
         finally:
             self.kill()
 
+    def run_changing(self, change, then, timeout=20):
+        """Starts the agent, lets one cycle pass, calls `change()`, lets `then` more cycles
+        pass, and stops it with SIGTERM: its exit code."""
+        self.start()
+        try:
+            self.wait_cycles(1, timeout)
+            change()
+            self.wait_cycles(len(self.cycles()) + then, timeout)
+            self.signal(signal.SIGTERM)
+            return self.wait(15)
+        finally:
+            self.kill()
+
+    def stop(self, *signals, timeout=15):
+        """Sends the signals a second apart: the exit code, and the seconds from the first
+        signal to the exit."""
+        sent = time.monotonic()
+        for i, sig in enumerate(signals):
+            if i:
+                time.sleep(1)
+            self.signal(sig)
+        code = self.wait(timeout)
+        return code, time.monotonic() - sent
+
     def signal(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
 

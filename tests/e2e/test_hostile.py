@@ -18,6 +18,12 @@ def once(localstack, namespace, fleet, count=10, **env):
     return agent, code
 
 
+def every_second(localstack, namespace, fleet, count, basket):
+    """An agent cycling every second over the first `count` ports."""
+    return Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(count),
+                           SCHEDULE="* * * * * *", COST_RESOURCES=basket, TARGET_TIMEOUT="500ms"))
+
+
 @pytest.mark.parametrize("report", ["long:2048", "US-EAST-1", "us-east-1\n", "us-" + "a" * 40 + "-1"])
 def test_a_malformed_reported_region_is_ignored_and_the_rest_publishes(localstack, reader, fleet, namespace, report):
     fleet.control("/report", region="us-east-1", value=report)
@@ -34,18 +40,8 @@ def test_a_malformed_reported_region_is_ignored_and_the_rest_publishes(localstac
 
 
 def test_a_region_that_changes_every_cycle_never_mints_new_metrics(localstack, reader, fleet, namespace):
-    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(2),
-                            SCHEDULE="* * * * * *", COST_RESOURCES="ec2:t3.micro", TARGET_TIMEOUT="500ms"))
-    agent.start()
-    try:
-        agent.wait_cycles(1, timeout=15)
-        fleet.control("/report", region="us-west-2", value="random")
-        n = len(agent.cycles())
-        agent.wait_cycles(n + 5, timeout=20)
-    finally:
-        agent.signal()
-        agent.wait(15)
-        agent.kill()
+    agent = every_second(localstack, namespace, fleet, 2, "ec2:t3.micro")
+    assert agent.run_changing(lambda: fleet.control("/report", region="us-west-2", value="random"), 5) == 0
     regions = sorted({v for _, dims in reader.metrics(namespace) for k, v in dims if k == "Region"})
     assert regions == ["us-east-1", "us-west-2"]
     warnings = [l for l in agent.logs() if l.get("message", "").startswith("plugin reports another region than before")]
@@ -60,17 +56,8 @@ def test_a_region_that_changes_every_cycle_never_mints_new_metrics(localstack, r
 
 
 def test_a_target_that_moves_is_followed_after_three_cycles(localstack, reader, fleet, namespace):
-    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(1),
-                            SCHEDULE="* * * * * *", COST_RESOURCES="none", TARGET_TIMEOUT="500ms"))
-    agent.start()
-    try:
-        agent.wait_cycles(1, timeout=15)
-        fleet.control("/report", region="us-east-1", value="eu-central-1")
-        agent.wait_cycles(len(agent.cycles()) + 4, timeout=20)
-    finally:
-        agent.signal()
-        agent.wait(15)
-        agent.kill()
+    agent = every_second(localstack, namespace, fleet, 1, "none")
+    assert agent.run_changing(lambda: fleet.control("/report", region="us-east-1", value="eu-central-1"), 4) == 0
     [moved] = agent.messages("plugin now serves another region; its data moves there")
     assert (moved["previous_region"], moved["region"]) == ("us-east-1", "eu-central-1")
     pending = [l for l in agent.logs() if l.get("message", "").startswith("plugin reports another region")]
@@ -133,18 +120,8 @@ def test_a_large_basket_asks_each_plugin_at_most_four_queries_at_once(localstack
 
 
 def test_without_its_info_a_known_plugin_is_still_priced_under_its_region(localstack, reader, fleet, namespace):
-    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(1),
-                            SCHEDULE="* * * * * *", COST_RESOURCES="ec2:t3.micro", TARGET_TIMEOUT="500ms"))
-    agent.start()
-    try:
-        agent.wait_cycles(1, timeout=15)
-        fleet.control("/info", region="us-east-1", mode="fail")
-        n = len(agent.cycles())
-        agent.wait_cycles(n + 2, timeout=15)
-    finally:
-        agent.signal()
-        agent.wait(15)
-        agent.kill()
+    agent = every_second(localstack, namespace, fleet, 1, "ec2:t3.micro")
+    assert agent.run_changing(lambda: fleet.control("/info", region="us-east-1", mode="fail"), 2) == 0
     assert agent.messages("GetPluginInfo failed; using the last known or configured region")
     last = parse_ts(agent.cycles()[-1]["cycle_timestamp"])
     cost = {"Region": "us-east-1", "ResourceType": "ec2", "Sku": "t3.micro"}

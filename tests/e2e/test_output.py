@@ -44,10 +44,7 @@ def test_a_stdout_nobody_reads_stops_neither_cycles_nor_health_nor_sigterm(local
             time.sleep(0.3)
         wait_for(lambda: scrape(agent)[CYCLES] >= cycles + 2, 10, "cycles to go on")
         fds = len(os.listdir(f"/proc/{agent.proc.pid}/fd"))
-        sent = time.monotonic()
-        agent.signal(signal.SIGTERM)
-        code = agent.proc.wait(10)
-        took = time.monotonic() - sent
+        code, took = agent.stop(signal.SIGTERM, timeout=10)
     finally:
         agent.kill()
     # SHUTDOWN_TIMEOUT is 2 s; the log writer gets at most about 1 s more to flush.
@@ -85,10 +82,7 @@ def test_dry_run_output_nobody_reads_keeps_the_datums_and_sigterm_holds(fleet, n
         assert "stdout is not being read" in failed["error"]
         status, _, _ = http_get(agent.health_url("/healthz"), timeout=2)
         assert status in (200, 503)
-        sent = time.monotonic()
-        agent.signal(signal.SIGTERM)
-        code = agent.wait(10)
-        took = time.monotonic() - sent
+        code, took = agent.stop(signal.SIGTERM, timeout=10)
     finally:
         agent.kill()
     # What could not be printed was queued, and is lost only at exit: said, and exit 1.

@@ -106,21 +106,10 @@ def hung_agent(localstack, fleet, namespace, args=(), **env):
     return agent
 
 
-def stop(agent, *signals, timeout=15):
-    """Sends the signals a second apart; the exit code and seconds from the first to exit."""
-    sent = time.monotonic()
-    for i, sig in enumerate(signals):
-        if i:
-            time.sleep(1)
-        agent.signal(sig)
-    code = agent.wait(timeout)
-    return code, time.monotonic() - sent
-
-
 def test_once_under_sigterm_runs_out_of_shutdown_timeout_and_exits_1(localstack, fleet, namespace):
     agent = hung_agent(localstack, fleet, namespace, args=["--once"], SHUTDOWN_TIMEOUT="2s")
     try:
-        code, took = stop(agent, signal.SIGTERM)
+        code, took = agent.stop(signal.SIGTERM)
     finally:
         agent.kill()
     assert code == 1 and 2 <= took < 6, (code, took)
@@ -130,7 +119,7 @@ def test_once_under_sigterm_runs_out_of_shutdown_timeout_and_exits_1(localstack,
 def test_once_exits_at_once_on_a_second_signal(localstack, fleet, namespace):
     agent = hung_agent(localstack, fleet, namespace, args=["--once"], SHUTDOWN_TIMEOUT="60s")
     try:
-        code, took = stop(agent, signal.SIGTERM, signal.SIGHUP)
+        code, took = agent.stop(signal.SIGTERM, signal.SIGHUP)
     finally:
         agent.kill()
     assert code == 128 + signal.SIGHUP and took < 5, (code, took)
@@ -142,7 +131,7 @@ def test_once_under_sigterm_finishes_its_cycle_within_shutdown_timeout(localstac
                             COST_RESOURCES="ec2:t3.micro", SHUTDOWN_TIMEOUT="15s"), args=["--once"]).start()
     try:
         agent.wait_ready()
-        code, took = stop(agent, signal.SIGTERM)
+        code, took = agent.stop(signal.SIGTERM)
     finally:
         agent.kill()
     assert code == 0 and took < 15
@@ -153,7 +142,7 @@ def test_once_under_sigterm_finishes_its_cycle_within_shutdown_timeout(localstac
 def test_scheduled_drain_running_out_of_time_exits_1(localstack, fleet, namespace):
     agent = hung_agent(localstack, fleet, namespace, SHUTDOWN_TIMEOUT="2s")
     try:
-        code, took = stop(agent, signal.SIGTERM)
+        code, took = agent.stop(signal.SIGTERM)
     finally:
         agent.kill()
     assert code == 1 and 2 <= took < 6, (code, took)
@@ -167,7 +156,7 @@ def test_sighup_stops_cleanly_with_a_flush(localstack, reader, fleet, namespace)
     agent.start()
     try:
         agent.wait_cycles(1, timeout=15)
-        code, _ = stop(agent, signal.SIGHUP)
+        code, _ = agent.stop(signal.SIGHUP)
     finally:
         agent.kill()
     assert code == 0
