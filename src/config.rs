@@ -70,7 +70,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "COST_RESOURCES",
         default: DEFAULT_BASKET,
-        meaning: "basket priced in every region: type:sku[?tag=value&...],...; none disables",
+        meaning: "basket priced in every region: type:sku[?tag=value&...],..., at most 50; none disables",
         example: "ec2:t3.micro,s3:STANDARD?size=500",
     },
     Variable {
