@@ -36,10 +36,25 @@ def agent_binary():
     return path
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Sockets that hold ports handed out by free_port: bound with SO_REUSEADDR but never
+# listening, so the kernel gives the port to no one else (no port-0 bind, no outgoing
+# connection), while the process it was meant for, binding with SO_REUSEADDR as tokio and
+# Python's HTTP servers do, can still listen on it.
+_RESERVED = []
+
+
+def free_port(reserve=True):
+    """A free port; with `reserve`, one that stays free for whoever it is for (a listener
+    that sets SO_REUSEADDR) for the rest of the test run."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    if reserve:
+        _RESERVED.append(s)
+    else:
+        s.close()
+    return port
 
 
 def rss_kib(pid, until_exit=False):
@@ -122,7 +137,9 @@ class LocalStack:
         """Starts LocalStack on a free port (or the fixed one); a port taken between the check
         and LocalStack's bind is retried with another."""
         for attempt in range(1, tries + 1):
-            self.port = self.fixed_port or free_port()
+            # Not reserved: whether LocalStack's server sets SO_REUSEADDR is its own business;
+            # a port taken meanwhile is retried instead.
+            self.port = self.fixed_port or free_port(reserve=False)
             self.url = f"http://127.0.0.1:{self.port}"
             if self.healthy():
                 raise RuntimeError(f"something already answers on {self.url}; stop it first")
@@ -224,9 +241,10 @@ class Fleet:
 
 
 def free_port_block(n):
-    """A run of n free ports (checked now; good enough on a quiet test machine)."""
+    """A run of n ports free now; the fleet retries with another run if one is taken before
+    it binds (Fleet.start)."""
     for _ in range(200):
-        base = free_port()
+        base = free_port(reserve=False)
         if base + n > 65000:
             continue
         ok = True
