@@ -12,7 +12,8 @@
 //! ports) is followed within three cycles; a flapping or random answer never is, and at most
 //! one region per target is ever published at a time.
 //!
-//! [`decide`] is pure: the collector keeps one [`Memory`] per target.
+//! [`decide`] is pure: the collector keeps one [`Memory`] per target and stores the
+//! [`Decision`]'s memory after each cycle.
 
 /// Cycles in a row a new region must be reported before a target's data moves to it.
 pub const CONFIRM_CYCLES: u32 = 3;
@@ -42,6 +43,16 @@ pub enum Event {
     Moved { previous: String },
 }
 
+/// What [`decide`] made of one cycle's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The region this cycle's data goes under; None for a port no plugin has named.
+    pub region: Option<String>,
+    /// What to remember for the next cycle.
+    pub memory: Memory,
+    pub event: Event,
+}
+
 impl Memory {
     /// The region to name in cost queries before the plugin has answered this cycle.
     pub fn hint<'a>(&'a self, configured: Option<&'a str>) -> Option<&'a str> {
@@ -51,23 +62,23 @@ impl Memory {
 
 /// The region of this cycle's data, the memory to keep, and what changed. `reported` is
 /// this cycle's well-formed report, if any; `configured` the PLUGIN_TARGETS name, if any.
-pub fn decide(
-    memory: &Memory,
-    reported: Option<&str>,
-    configured: Option<&str>,
-) -> (Option<String>, Memory, Event) {
+pub fn decide(memory: &Memory, reported: Option<&str>, configured: Option<&str>) -> Decision {
     let Some(reported) = reported else {
         // Silent this cycle (down, or GetPluginInfo failed): the last known region, else the
         // configured one. A pending change is not interrupted by silence alone.
-        let region = memory.hint(configured).map(str::to_string);
-        return (region, memory.clone(), Event::Unchanged);
+        return Decision {
+            region: memory.hint(configured).map(str::to_string),
+            memory: memory.clone(),
+            event: Event::Unchanged,
+        };
     };
-    let adopt = |event| {
-        let memory = Memory {
+    let adopt = |event| Decision {
+        region: Some(reported.to_string()),
+        memory: Memory {
             region: Some(reported.to_string()),
             candidate: None,
-        };
-        (Some(reported.to_string()), memory, event)
+        },
+        event,
     };
     let Some(current) = memory.region.as_deref() else {
         return match configured {
@@ -89,15 +100,17 @@ pub fn decide(
             previous: current.to_string(),
         });
     }
-    let kept = Memory {
+    Decision {
         region: Some(current.to_string()),
-        candidate: Some((reported.to_string(), count)),
-    };
-    let event = Event::Unconfirmed {
-        reported: reported.to_string(),
-        count,
-    };
-    (Some(current.to_string()), kept, event)
+        memory: Memory {
+            region: Some(current.to_string()),
+            candidate: Some((reported.to_string(), count)),
+        },
+        event: Event::Unconfirmed {
+            reported: reported.to_string(),
+            count,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -113,10 +126,10 @@ mod tests {
         let mut regions = Vec::new();
         let mut events = Vec::new();
         for r in reports {
-            let (region, next, event) = decide(&memory, *r, configured);
-            memory = next;
-            regions.push(region);
-            events.push(event);
+            let d = decide(&memory, *r, configured);
+            memory = d.memory;
+            regions.push(d.region);
+            events.push(d.event);
         }
         (regions, events)
     }

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::basket::Resource;
 use crate::config::{Config, Targets};
 use crate::plugin::{CallError, Health, PluginClient, ProjectedCost};
-use crate::region_memory::{self, CONFIRM_CYCLES, Event, Memory};
+use crate::region_memory::{self, CONFIRM_CYCLES, Decision, Event, Memory};
 use crate::sample::Sample;
 use crate::untrusted;
 
@@ -63,8 +63,6 @@ pub struct Probe {
     pub reported_region: Option<String>,
     pub plugin_version: Option<String>,
     pub info_error: Option<CallError>,
-    /// The region this cycle's data goes under, the memory to keep, and what changed.
-    pub decision: (Option<String>, Memory, Event),
     /// One result per basket resource, in basket order; empty when not asked.
     pub costs: Vec<Result<ProjectedCost, CallError>>,
 }
@@ -130,12 +128,13 @@ impl Collector {
         };
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         let mut answered = 0;
-        for (target, mut probe) in self.targets.iter().zip(probes) {
+        for (target, (probe, decision)) in self.targets.iter().zip(probes) {
             answered += usize::from(probe.health.latency.is_some());
-            let (region, memory, event) = std::mem::replace(
-                &mut probe.decision,
-                (None, Memory::default(), Event::Unchanged),
-            );
+            let Decision {
+                region,
+                memory,
+                event,
+            } = decision;
             log_event(target, &probe, region.as_deref(), &event);
             self.memory.insert(target.base_url.clone(), memory);
             out.statuses.push(TargetStatus {
@@ -269,14 +268,15 @@ fn collect_target(
 }
 
 /// Health first; a healthy plugin is asked its region, and then the basket's costs, at most
-/// [`MAX_CONCURRENT_QUERIES`] at a time, under the region its data will go under.
+/// [`MAX_CONCURRENT_QUERIES`] at a time, under the region its data will go under. Returns
+/// the answers and what they make of the target's region.
 async fn probe(
     client: &PluginClient,
     target: &Target,
     memory: &Memory,
     basket: &[Resource],
     deadline: Instant,
-) -> Probe {
+) -> (Probe, Decision) {
     let base = target.base_url.as_str();
     let configured = target.configured_region.as_deref();
     let health = client.health(base, deadline).await;
@@ -285,11 +285,10 @@ async fn probe(
         reported_region: None,
         plugin_version: None,
         info_error: None,
-        decision: region_memory::decide(memory, None, configured),
         costs: Vec::new(),
     };
     if !probe.health.healthy {
-        return probe;
+        return (probe, region_memory::decide(memory, None, configured));
     }
     match client.plugin_info(base, deadline).await {
         Ok(info) => {
@@ -303,9 +302,9 @@ async fn probe(
         }
         Err(e) => probe.info_error = Some(e),
     }
-    probe.decision = region_memory::decide(memory, probe.reported_region.as_deref(), configured);
-    let Some(region) = probe.decision.0.clone() else {
-        return probe;
+    let decision = region_memory::decide(memory, probe.reported_region.as_deref(), configured);
+    let Some(region) = decision.region.clone() else {
+        return (probe, decision);
     };
     let slots = Semaphore::new(MAX_CONCURRENT_QUERIES);
     probe.costs = join_all(basket.iter().map(|r| async {
@@ -313,7 +312,7 @@ async fn probe(
         client.projected_cost(base, &region, r, deadline).await
     }))
     .await;
-    probe
+    (probe, decision)
 }
 
 #[cfg(test)]
@@ -346,7 +345,6 @@ mod tests {
             reported_region: Some("us-east-1".into()),
             plugin_version: None,
             info_error: None,
-            decision: (None, Memory::default(), Event::Unchanged),
             costs: vec![
                 Ok(ProjectedCost {
                     unit_price: 0.0104,
@@ -400,7 +398,6 @@ mod tests {
             reported_region: Some("us-east-1".into()),
             plugin_version: None,
             info_error: None,
-            decision: (None, Memory::default(), Event::Unchanged),
             costs: vec![],
         };
         let mut out = Collection::default();
@@ -427,7 +424,6 @@ mod tests {
             reported_region: None,
             plugin_version: None,
             info_error: None,
-            decision: (None, Memory::default(), Event::Unchanged),
             costs: vec![],
         };
         let mut out = Collection::default();
