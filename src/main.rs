@@ -206,24 +206,24 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
             }
         }
     }
-    if cli.once {
-        let code = scheduler::run_once(
+    let code = if cli.once {
+        scheduler::run_once(
             &mut agent,
             &config.schedule,
             &mut shutdown,
             config.shutdown_timeout,
         )
-        .await;
-        logging::report_dropped();
-        return Ok(code);
-    }
-    let code = scheduler::run_scheduled(
-        agent,
-        config.schedule.clone(),
-        &mut shutdown,
-        config.shutdown_timeout,
-    )
-    .await?;
+        .await
+    } else {
+        scheduler::run_scheduled(
+            agent,
+            config.schedule.clone(),
+            &mut shutdown,
+            config.shutdown_timeout,
+        )
+        .await?
+    };
+    // The last word on a stalled output, if it gets through now.
     logging::report_dropped();
     Ok(code)
 }
