@@ -15,9 +15,6 @@ use serde::Deserialize;
 use crate::basket::{self, Resource};
 use crate::untrusted;
 
-/// The exit code for bad configuration (EX_CONFIG from sysexits.h).
-pub const EXIT_CONFIG: i32 = 78;
-
 /// One configuration variable as the docs and `--help` present it.
 pub struct Variable {
     pub name: &'static str,

@@ -12,6 +12,7 @@ pub mod batch;
 pub mod config;
 pub mod cycle;
 pub mod datum;
+pub mod exit;
 pub mod health;
 pub mod logging;
 pub mod plugin;

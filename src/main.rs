@@ -8,8 +8,9 @@ use aws_config::BehaviorVersion;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::{error, info, warn};
 
-use cloudwatch_publisher::config::{self, Config, EXIT_CONFIG, LogFormat};
+use cloudwatch_publisher::config::{self, Config, LogFormat};
 use cloudwatch_publisher::cycle::Agent;
+use cloudwatch_publisher::exit::Exit;
 use cloudwatch_publisher::health;
 use cloudwatch_publisher::logging;
 use cloudwatch_publisher::scheduler;
@@ -54,11 +55,11 @@ fn after_help() -> String {
         ));
     }
     text.push_str(
-        "  AWS_* SDK variables    credentials chain, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS\n\n\
-         Exit codes:\n  0   success, or stopped by SIGTERM/SIGINT/SIGHUP with everything delivered; healthcheck: healthy\n  \
-         1   datums could not be delivered (--once, or a shutdown whose SHUTDOWN_TIMEOUT ran out); healthcheck: unhealthy or no answer\n  \
-         78  invalid configuration, or HEALTH_ADDR cannot be listened on\n  129/130/143  second SIGHUP/SIGINT/SIGTERM during shutdown\n",
+        "  AWS_* SDK variables    credentials chain, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_MAX_ATTEMPTS
+
+",
     );
+    text.push_str(Exit::HELP);
     text
 }
 
@@ -75,18 +76,18 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     if let Some(Command::Healthcheck) = cli.command {
         return runtime.block_on(healthcheck());
     }
     match runtime.block_on(run(cli, open_files)) {
-        Ok(code) => ExitCode::from(code as u8),
+        Ok(exit) => exit.into(),
         Err(e) => {
             // The log is closed once run returns; stderr still works.
             eprintln!("cloudwatch-publisher: agent failed: {e:#}");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }
@@ -106,22 +107,22 @@ async fn healthcheck() -> ExitCode {
         Ok(addr) => addr,
         Err(why) => {
             eprintln!("invalid configuration: HEALTH_ADDR: {why}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     match health::check(addr).await {
         Ok(body) => {
             println!("{body}");
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }
 
-async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
+async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<Exit> {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -132,7 +133,7 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
             };
             let _log = logging::init(format, "info", cli.dry_run);
             error!(variables = %e.variables().join(","), "{e}");
-            return Ok(EXIT_CONFIG);
+            return Ok(Exit::Config);
         }
     };
     // Dropped last, when run returns: the log's final lines are written out then.
@@ -157,7 +158,7 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
                 variables = "AWS_REGION",
                 "invalid configuration: AWS_REGION is unset and no region was found in the profile, ECS or IMDS: set AWS_REGION, e.g. AWS_REGION=us-east-1"
             );
-            return Ok(EXIT_CONFIG);
+            return Ok(Exit::Config);
         };
         info!(
             region = %region,
@@ -202,7 +203,7 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<i32> {
             Ok(listener) => health::serve(listener, agent.stats(), config.schedule.clone()),
             Err(e) => {
                 error!(variables = "HEALTH_ADDR", "{e}");
-                return Ok(EXIT_CONFIG);
+                return Ok(Exit::Config);
             }
         }
     }

@@ -15,13 +15,10 @@ use tracing::{error, info, warn};
 
 use crate::config::Schedule;
 use crate::cycle::Agent;
+use crate::exit::Exit;
 use crate::shutdown::Shutdown;
 use crate::sink::MetricSink;
 use crate::stats::SharedStats;
-
-/// Exit codes of the agent.
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_PUBLISH_FAILED: i32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 #[error("scheduler: {0}")]
@@ -52,7 +49,7 @@ pub async fn run_once<S: MetricSink>(
     schedule: &Schedule,
     shutdown: &mut Shutdown,
     shutdown_timeout: Duration,
-) -> i32 {
+) -> Exit {
     let deadline = Instant::now() + interval(schedule, SystemTime::now());
     let report = {
         let cycle = agent.run_cycle(deadline);
@@ -66,12 +63,12 @@ pub async fn run_once<S: MetricSink>(
                         Ok(report) => report,
                         Err(_) => {
                             error!("SHUTDOWN_TIMEOUT passed before the cycle finished; its datums are lost");
-                            return EXIT_PUBLISH_FAILED;
+                            return Exit::Failed;
                         }
                     },
                     signal = shutdown.recv() => {
                         warn!(signal = Shutdown::name(signal), "second signal: exiting now");
-                        return Shutdown::exit_code(signal);
+                        return Exit::Signal(signal);
                     }
                 }
             }
@@ -87,9 +84,9 @@ pub async fn run_once<S: MetricSink>(
             undelivered = agent.queued(),
             "publishing failed; these datums are lost when --once exits"
         );
-        EXIT_PUBLISH_FAILED
+        Exit::Failed
     } else {
-        EXIT_OK
+        Exit::Ok
     }
 }
 
@@ -100,7 +97,7 @@ pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
     schedule: Schedule,
     shutdown: &mut Shutdown,
     shutdown_timeout: Duration,
-) -> Result<i32, SchedulerError> {
+) -> Result<Exit, SchedulerError> {
     let stats = agent.stats();
     let agent = Arc::new(Mutex::new(agent));
     let mut scheduler = JobScheduler::new().await?;
@@ -131,20 +128,20 @@ pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
         drained = tokio::time::timeout_at(deadline, drain) => match drained {
             Ok(0) => {
                 info!("stopped cleanly");
-                EXIT_OK
+                Exit::Ok
             }
             Ok(left) => {
                 error!(lost = left, "stopped with datums CloudWatch did not take");
-                EXIT_PUBLISH_FAILED
+                Exit::Failed
             }
             Err(_) => {
                 error!("SHUTDOWN_TIMEOUT passed before the cycle and the queue were done; undelivered datums are lost");
-                EXIT_PUBLISH_FAILED
+                Exit::Failed
             }
         },
         signal = shutdown.recv() => {
             warn!(signal = Shutdown::name(signal), "second signal: exiting now");
-            Shutdown::exit_code(signal)
+            Exit::Signal(signal)
         }
     };
     Ok(code)

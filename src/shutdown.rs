@@ -30,11 +30,6 @@ impl Shutdown {
         }
     }
 
-    /// The conventional exit status of a process ended by `signal`.
-    pub fn exit_code(signal: i32) -> i32 {
-        128 + signal
-    }
-
     pub fn name(signal: i32) -> &'static str {
         match signal {
             SIGTERM => "SIGTERM",
