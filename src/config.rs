@@ -72,19 +72,19 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "TARGET_TIMEOUT",
-        default: "5s",
+        default: DEFAULT_TARGET_TIMEOUT,
         meaning: "time budget of one target in one cycle (health, info and cost)",
         example: "2s",
     },
     Variable {
         name: "SHUTDOWN_TIMEOUT",
-        default: "10s",
+        default: DEFAULT_SHUTDOWN_TIMEOUT,
         meaning: "after SIGTERM, time to finish the cycle and flush the queue",
         example: "25s",
     },
     Variable {
         name: "QUEUE_MAX_DATUMS",
-        default: "50000",
+        default: DEFAULT_QUEUE_MAX_DATUMS,
         meaning: "datums kept in memory while CloudWatch is unreachable; oldest dropped first",
         example: "100000",
     },
@@ -96,7 +96,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "SELF_METRICS",
-        default: "true",
+        default: DEFAULT_SELF_METRICS,
         meaning: "also publish the agent's own metrics (dimension Agent): true or false",
         example: "false",
     },
@@ -108,13 +108,13 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "LOG_FORMAT",
-        default: "json",
+        default: DEFAULT_LOG_FORMAT,
         meaning: "json (one object per line) or text",
         example: "text",
     },
     Variable {
         name: "LOG_LEVEL",
-        default: "info",
+        default: DEFAULT_LOG_LEVEL,
         meaning: "error, warn, info, debug or trace; RUST_LOG directives take precedence",
         example: "debug",
     },
@@ -127,6 +127,12 @@ pub const DEFAULT_PORTS: &str = "8001-8012";
 pub const DEFAULT_BASKET: &str = "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100";
 pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:8686";
 pub const DEFAULT_AGENT_NAME: &str = "cloudwatch-publisher";
+pub const DEFAULT_TARGET_TIMEOUT: &str = "5s";
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "10s";
+pub const DEFAULT_QUEUE_MAX_DATUMS: &str = "50000";
+pub const DEFAULT_SELF_METRICS: &str = "true";
+pub const DEFAULT_LOG_FORMAT: &str = "json";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Where the plugins are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +168,17 @@ pub struct ExplicitTarget {
 pub enum LogFormat {
     Json,
     Text,
+}
+
+impl LogFormat {
+    /// LOG_FORMAT as set (None: unset); Err holds a value that is neither format.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value.unwrap_or(DEFAULT_LOG_FORMAT).trim() {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            other => Err(other.to_string()),
+        }
+    }
 }
 
 /// A validated cron schedule, parsed exactly as tokio-cron-scheduler parses it.
@@ -278,6 +295,8 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
     pub problems: Vec<Problem>,
+    /// How to log this error: LOG_FORMAT when it was valid, else JSON.
+    pub log_format: LogFormat,
 }
 
 impl fmt::Display for ConfigError {
@@ -339,7 +358,10 @@ impl Config {
         let config = Self::from_vars(vars);
         match (config, problems.is_empty()) {
             (Ok(c), true) => Ok(c),
-            (Ok(_), false) => Err(ConfigError { problems }),
+            (Ok(c), false) => Err(ConfigError {
+                problems,
+                log_format: c.log_format,
+            }),
             (Err(mut e), _) => {
                 e.problems.extend(problems);
                 Err(e)
@@ -377,7 +399,10 @@ impl Config {
                     value: String::new(),
                     expected: untrusted::cut(&e.to_string(), MAX_EXPECTED_CHARS),
                 });
-                return Err(ConfigError { problems });
+                return Err(ConfigError {
+                    problems,
+                    log_format: LogFormat::Json,
+                });
             }
         };
         let mut bad = |variable: &'static str, value: &str, expected: String| {
@@ -493,10 +518,9 @@ impl Config {
             }
         };
 
-        let mut duration = |name: &'static str, raw: Option<String>, default: Duration| {
-            let Some(text) = raw else {
-                return Some(default);
-            };
+        // Defaults are parsed by the same code as a user's value, so each is written once.
+        let mut duration = |name: &'static str, raw: Option<String>, default: &str| {
+            let text = raw.unwrap_or_else(|| default.into());
             match humantime::parse_duration(text.trim()) {
                 Ok(d) if (MIN_DURATION..=MAX_DURATION).contains(&d) => Some(d),
                 Ok(_) => {
@@ -509,33 +533,32 @@ impl Config {
                 }
             }
         };
-        let target_timeout = duration("TARGET_TIMEOUT", raw.target_timeout, Duration::from_secs(5));
+        let target_timeout = duration("TARGET_TIMEOUT", raw.target_timeout, DEFAULT_TARGET_TIMEOUT);
         let shutdown_timeout = duration(
             "SHUTDOWN_TIMEOUT",
             raw.shutdown_timeout,
-            Duration::from_secs(10),
+            DEFAULT_SHUTDOWN_TIMEOUT,
         );
 
-        let queue_max_datums = match raw.queue_max_datums {
-            None => Some(50_000),
-            Some(text) => match text.trim().parse::<usize>() {
-                Ok(n) if n <= 10_000_000 => Some(n),
-                _ => {
-                    bad(
-                        "QUEUE_MAX_DATUMS",
-                        &text,
-                        "a whole number from 0 to 10000000".into(),
-                    );
-                    None
-                }
-            },
+        let queue_text = raw
+            .queue_max_datums
+            .unwrap_or_else(|| DEFAULT_QUEUE_MAX_DATUMS.into());
+        let queue_max_datums = match queue_text.trim().parse::<usize>() {
+            Ok(n) if n <= 10_000_000 => Some(n),
+            _ => {
+                bad(
+                    "QUEUE_MAX_DATUMS",
+                    &queue_text,
+                    "a whole number from 0 to 10000000".into(),
+                );
+                None
+            }
         };
 
-        let log_format = match raw.log_format.as_deref().map(str::trim) {
-            None | Some("json") => Some(LogFormat::Json),
-            Some("text") => Some(LogFormat::Text),
-            Some(other) => {
-                bad("LOG_FORMAT", other, "json or text".into());
+        let log_format = match LogFormat::parse(raw.log_format.as_deref()) {
+            Ok(format) => Some(format),
+            Err(other) => {
+                bad("LOG_FORMAT", &other, "json or text".into());
                 None
             }
         };
@@ -569,7 +592,7 @@ impl Config {
                     None
                 }
             }
-            (None, None) => Some("info".into()),
+            (None, None) => Some(DEFAULT_LOG_LEVEL.into()),
         };
 
         let health_addr = match parse_health_addr(raw.health_addr.as_deref()) {
@@ -580,11 +603,15 @@ impl Config {
             }
         };
 
-        let self_metrics_on = match raw.self_metrics.as_deref().map(str::trim) {
-            None => Some(true),
-            Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
-            Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
-            Some(other) => {
+        let self_metrics_on = match raw
+            .self_metrics
+            .as_deref()
+            .unwrap_or(DEFAULT_SELF_METRICS)
+            .trim()
+        {
+            v if v.eq_ignore_ascii_case("true") => Some(true),
+            v if v.eq_ignore_ascii_case("false") => Some(false),
+            other => {
                 bad("SELF_METRICS", other, "true or false".into());
                 None
             }
@@ -606,7 +633,10 @@ impl Config {
         }
 
         if !problems.is_empty() {
-            return Err(ConfigError { problems });
+            return Err(ConfigError {
+                problems,
+                log_format: log_format.unwrap_or(LogFormat::Json),
+            });
         }
         lookalikes.sort();
         // Every None above pushed a problem, so all are Some here.
@@ -966,6 +996,14 @@ mod tests {
         assert!(text.contains("SCHEDULE=\"every minute\""), "{text}");
         assert!(text.contains("seconds first"), "{text}");
         assert!(text.contains("AWS/ is reserved"), "{text}");
+    }
+
+    #[test]
+    fn a_configuration_error_is_logged_in_the_format_asked_for_if_valid() {
+        let e = bad(&[("LOG_FORMAT", "text"), ("SCHEDULE", "never")]);
+        assert_eq!(e.log_format, LogFormat::Text);
+        let e = bad(&[("LOG_FORMAT", "xml"), ("SCHEDULE", "never")]);
+        assert_eq!(e.log_format, LogFormat::Json);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use aws_config::BehaviorVersion;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::{error, info, warn};
 
-use cloudwatch_publisher::config::{self, Config, LogFormat};
+use cloudwatch_publisher::config::{self, Config};
 use cloudwatch_publisher::cycle::Agent;
 use cloudwatch_publisher::exit::Exit;
 use cloudwatch_publisher::health;
@@ -126,12 +126,8 @@ async fn run(cli: Cli, open_files: Option<u64>) -> anyhow::Result<Exit> {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            // Logging is not configured yet (its own variables may be the bad ones).
-            let format = match std::env::var("LOG_FORMAT").as_deref() {
-                Ok("text") => LogFormat::Text,
-                _ => LogFormat::Json,
-            };
-            let _log = logging::init(format, "info", cli.dry_run);
+            // Logged at info whatever LOG_LEVEL says (it may be the bad one).
+            let _log = logging::init(e.log_format, "info", cli.dry_run);
             error!(variables = %e.variables().join(","), "{e}");
             return Ok(Exit::Config);
         }
