@@ -151,10 +151,6 @@ impl Targets {
             Targets::Explicit(list) => list.len(),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,8 +246,6 @@ impl Ticks {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// AWS_REGION when set; otherwise the SDK's chain decides.
-    pub region: Option<String>,
     pub namespace: String,
     pub schedule: Schedule,
     pub targets: Targets,
@@ -416,8 +410,8 @@ impl Config {
             })
         };
 
-        let region = raw.aws_region.clone();
-        if let Some(r) = region.as_deref().filter(|r| !is_region(r)) {
+        // Checked here so a typo is named with the rest; the SDK reads it itself.
+        if let Some(r) = raw.aws_region.as_deref().filter(|r| !is_region(r)) {
             bad(
                 "AWS_REGION",
                 r,
@@ -641,7 +635,6 @@ impl Config {
         lookalikes.sort();
         // Every None above pushed a problem, so all are Some here.
         Ok(Config {
-            region,
             namespace,
             schedule: schedule.expect("validated"),
             targets: targets.expect("validated"),
@@ -840,7 +833,6 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let c = ok(&[]);
-        assert_eq!(c.region, None);
         assert_eq!(c.namespace, "FinFocus/Plugins");
         assert_eq!(c.schedule.expr, "0 * * * * *");
         assert_eq!(
@@ -937,7 +929,6 @@ mod tests {
             ("LOG_FORMAT", "text"),
             ("LOG_LEVEL", "DEBUG"),
         ]);
-        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
         assert_eq!(c.namespace, "Team/Costs");
         assert_eq!(
             c.targets,

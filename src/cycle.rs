@@ -28,15 +28,6 @@ pub struct Agent<S> {
     self_datums: Vec<Datum>,
 }
 
-/// What one cycle did.
-#[derive(Debug, Clone)]
-pub struct CycleReport {
-    pub timestamp: SystemTime,
-    pub collected: usize,
-    pub publish: PublishReport,
-    pub duration: Duration,
-}
-
 impl<S: MetricSink> Agent<S> {
     pub fn new(config: &Config, sink: S) -> Self {
         Agent {
@@ -59,7 +50,9 @@ impl<S: MetricSink> Agent<S> {
     }
 
     /// Runs one cycle; publishing (retries included) stops trying at `deadline`.
-    pub async fn run_cycle(&mut self, deadline: Instant) -> CycleReport {
+    /// What it returns is the cycle's publish; the rest of what it did is in the stats and
+    /// its log line.
+    pub async fn run_cycle(&mut self, deadline: Instant) -> PublishReport {
         let started = Instant::now();
         let timestamp = whole_second(SystemTime::now());
         let mut collection = self.collector.collect().await;
@@ -103,12 +96,7 @@ impl<S: MetricSink> Agent<S> {
             };
             self.self_datums = transform::to_datums(&[cycle], timestamp);
         }
-        CycleReport {
-            timestamp,
-            collected,
-            publish,
-            duration,
-        }
+        publish
     }
 
     /// Sends whatever waits: the queue and the last cycle's self datums. Used at shutdown

@@ -97,6 +97,7 @@ impl LineWriter {
     }
 
     /// Lines dropped so far.
+    #[cfg(test)]
     pub fn dropped(&self) -> usize {
         self.dropped.dropped_lines()
     }

@@ -31,10 +31,6 @@ impl RetryQueue {
         self.items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
     /// Parks `datums` (oldest first) behind what already waits. Returns how many of the
     /// oldest datums were dropped to stay within the bound.
     pub fn park(&mut self, datums: Vec<Datum>) -> usize {
@@ -93,7 +89,7 @@ mod tests {
         let (out, expired) = q.take(now());
         assert_eq!(values(&out), [1.0, 2.0, 3.0]);
         assert_eq!(expired, 0);
-        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
     }
 
     #[test]
@@ -109,7 +105,7 @@ mod tests {
     fn a_zero_bound_keeps_nothing() {
         let mut q = RetryQueue::new(0);
         assert_eq!(q.park(vec![at(1), at(2)]), 2);
-        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub async fn run_once<S: MetricSink>(
             }
         }
     };
-    if !report.publish.failed {
+    if !report.failed {
         // Deferred batches and the cycle's self metrics go out before exiting, within the
         // same budget (a late flush still gets its one attempt).
         agent.flush(deadline).await;

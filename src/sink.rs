@@ -354,6 +354,9 @@ impl MetricSink for Sink {
 }
 
 #[cfg(test)]
+mod sdk_errors;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::datum::Unit;

@@ -2,7 +2,7 @@
 //! same variables, in the same order, with the same defaults (and, in the reference, the same
 //! examples) as `config::VARIABLES`, which `--help` is generated from.
 
-use cloudwatch_publisher::config::VARIABLES;
+use cloudwatch_publisher::VARIABLES;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)

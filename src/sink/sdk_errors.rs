@@ -10,9 +10,9 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::datum::{Datum, Unit};
+use crate::sink::{CloudWatchSink, PublishReport, Publisher, RetryPolicy};
 use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
-use cloudwatch_publisher::datum::{Datum, Unit};
-use cloudwatch_publisher::sink::{CloudWatchSink, Publisher, RetryPolicy};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -167,10 +167,7 @@ fn policy(min_attempt: Duration) -> RetryPolicy {
     }
 }
 
-async fn publish_through(
-    answers: Vec<Answer>,
-    batch: Vec<Datum>,
-) -> (cloudwatch_publisher::sink::PublishReport, usize, usize) {
+async fn publish_through(answers: Vec<Answer>, batch: Vec<Datum>) -> (PublishReport, usize, usize) {
     let fake = FakeCloudWatch::start(answers).await;
     let mut publisher = Publisher::new(
         fake.sink(),
