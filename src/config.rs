@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::basket::{self, Resource};
+use crate::sources::plugins::basket::{self, Resource};
 use crate::untrusted;
 
 /// One configuration variable as the docs and `--help` present it.
@@ -813,7 +813,7 @@ fn parse_base_url(url: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Target;
+    use crate::sources::plugins::Target;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -23,7 +23,7 @@ use tracing::{debug, info};
 
 use crate::config::{Schedule, Ticks};
 use crate::logging;
-use crate::plugin::{CallError, PluginClient};
+use crate::sources::plugins::client::{CallError, PluginClient};
 use crate::stats::SharedStats;
 
 /// How long `healthcheck` waits for the agent: well inside Docker's default 30 s timeout.
@@ -216,7 +216,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::PublishReport;
+    use crate::sinks::cloudwatch::PublishReport;
     use crate::stats::Stats;
 
     fn get(path: &str) -> Request<()> {

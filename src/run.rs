@@ -5,14 +5,16 @@
 use aws_config::BehaviorVersion;
 use tracing::{error, info, warn};
 
+use crate::agent::Agent;
 use crate::config::{self, Config};
-use crate::cycle::Agent;
 use crate::exit::Exit;
 use crate::health;
 use crate::logging;
 use crate::scheduler::{self, SchedulerError};
 use crate::shutdown::Shutdown;
-use crate::sink::{CloudWatchSink, DryRunSink, Sink};
+use crate::sinks::Sink;
+use crate::sinks::cloudwatch::sdk::CloudWatchSink;
+use crate::sinks::dry_run::DryRunSink;
 
 /// What the command line chose.
 #[derive(Debug, Clone, Copy, Default)]

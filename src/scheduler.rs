@@ -13,11 +13,11 @@ use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{error, info, warn};
 
+use crate::agent::Agent;
 use crate::config::Schedule;
-use crate::cycle::Agent;
 use crate::exit::Exit;
 use crate::shutdown::Shutdown;
-use crate::sink::MetricSink;
+use crate::sinks::cloudwatch::MetricSink;
 use crate::stats::SharedStats;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Ticks;
-use crate::sink::PublishReport;
-use crate::source::TargetStatus;
+use crate::sinks::cloudwatch::PublishReport;
+use crate::sources::plugins::TargetStatus;
 
 /// The stats as the cycle and the listener share them.
 pub type SharedStats = Arc<Mutex<Stats>>;

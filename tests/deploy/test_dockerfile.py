@@ -105,7 +105,7 @@ def test_dockerignore_keeps_only_what_the_build_copies(tmp_path):
     unwanted = ["target/release/cloudwatch-publisher", ".git/config", ".venv/bin/python",
                 ".localstack/localstack.log", "tests/e2e/harness.py", "tests/fleet/fleet.py",
                 "docs/deployment.md", "iam/publisher-policy.json", "README.md"]
-    needed = ["Cargo.toml", "Cargo.lock", "src/main.rs", "src/sink.rs"]
+    needed = ["Cargo.toml", "Cargo.lock", "src/main.rs", "src/sinks/cloudwatch/mod.rs"]
     for path in unwanted + needed:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::datum::{Datum, Unit};
-use crate::sample::Sample;
+use crate::sinks::cloudwatch::rules::{Datum, Unit};
+use crate::sources::plugins::sample::Sample;
 
 pub const PLUGIN_HEALTHY: &str = "PluginHealthy";
 pub const HEALTH_CHECK_LATENCY: &str = "HealthCheckLatency";

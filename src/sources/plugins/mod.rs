@@ -6,6 +6,12 @@
 //! unhealthy under the region it served. A discovered port that never answered is not a
 //! region and yields nothing.
 
+pub mod basket;
+pub mod client;
+pub mod region_memory;
+pub mod sample;
+pub mod transform;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -14,12 +20,12 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::basket::Resource;
 use crate::config::{Config, Targets};
-use crate::plugin::{CallError, Health, PluginClient, ProjectedCost};
-use crate::region_memory::{self, CONFIRM_CYCLES, Decision, Event, Memory};
-use crate::sample::Sample;
 use crate::untrusted;
+use basket::Resource;
+use client::{CallError, Health, PluginClient, ProjectedCost};
+use region_memory::{CONFIRM_CYCLES, Decision, Event, Memory};
+use sample::Sample;
 
 /// Cost queries one target is asked at once: a large basket must not open a connection per
 /// entry to one plugin.
@@ -328,7 +334,7 @@ mod tests {
     }
 
     fn basket() -> Vec<Resource> {
-        crate::basket::parse("ec2:t3.micro,ebs:gp3?size=100,lambda:128").unwrap()
+        basket::parse("ec2:t3.micro,ebs:gp3?size=100,lambda:128").unwrap()
     }
 
     fn target() -> Target {

@@ -10,8 +10,9 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::datum::{Datum, Unit};
-use crate::sink::{CloudWatchSink, PublishReport, Publisher, RetryPolicy};
+use crate::sinks::cloudwatch::rules::{Datum, Unit};
+use crate::sinks::cloudwatch::sdk::CloudWatchSink;
+use crate::sinks::cloudwatch::{PublishReport, Publisher, RetryPolicy};
 use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};

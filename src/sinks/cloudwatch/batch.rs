@@ -4,7 +4,7 @@
 //! CBOR; rather than encode twice, each datum's encoded size is bounded from above (every
 //! CBOR header at its widest), so a batch that fits here fits on the wire.
 
-use crate::datum::Datum;
+use crate::sinks::cloudwatch::rules::Datum;
 
 pub const MAX_DATUMS: usize = 1000;
 /// 1 MB taken as 10^6 bytes, the stricter reading of the documented limit.
@@ -56,7 +56,7 @@ pub fn split(datums: Vec<Datum>, namespace: &str) -> Vec<Vec<Datum>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datum::Unit;
+    use crate::sinks::cloudwatch::rules::Unit;
     use std::collections::BTreeMap;
     use std::time::SystemTime;
 

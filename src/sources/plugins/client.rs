@@ -17,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 
-use crate::basket::Resource;
+use crate::sources::plugins::basket::Resource;
 use crate::untrusted;
 
 /// Larger answers than this are not a plugin talking: the contract's answers are well under

@@ -1,7 +1,7 @@
 //! What the source collects from one plugin in one cycle, before it becomes CloudWatch data.
 //!
 //! Samples carry facts (a region was healthy, a resource costs so much); naming, units and
-//! dimensions are decided by [`crate::transform`], so the two can be tested apart.
+//! dimensions are decided by [`crate::sources::plugins::transform`], so the two can be tested apart.
 
 use std::time::Duration;
 

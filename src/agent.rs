@@ -10,13 +10,13 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::config::Config;
-use crate::datum::Datum;
 use crate::logging;
-use crate::sample::Sample;
-use crate::sink::{MetricSink, PublishReport, Publisher, RetryPolicy};
-use crate::source::Collector;
+use crate::sinks::cloudwatch::rules::Datum;
+use crate::sinks::cloudwatch::{MetricSink, PublishReport, Publisher, RetryPolicy};
+use crate::sources::plugins::Collector;
+use crate::sources::plugins::sample::Sample;
+use crate::sources::plugins::transform;
 use crate::stats::{SharedStats, Stats};
-use crate::transform;
 
 pub struct Agent<S> {
     collector: Collector,

@@ -1,28 +1,30 @@
-//! The sink: publishes datums to CloudWatch with PutMetricData, or prints them (`--dry-run`).
+//! The CloudWatch sink: delivers metrics with PutMetricData under CloudWatch's rules.
 //!
-//! [`Publisher`] holds the delivery rules and is the same for every backend: datums waiting
-//! in the [`RetryQueue`] go first; every datum is validated and an invalid one is dropped
-//! alone; batches are cut by [`crate::batch`]; throttling, 5xx, timeouts and connection
-//! errors are retried with exponential backoff and jitter (backon) until the cycle's deadline,
-//! on top of the SDK's own retries; a batch CloudWatch rejects as invalid is split in halves
-//! until the bad datum is found, so it never takes good datums down with it; what still
-//! cannot be delivered waits in the queue for the next cycle with its original timestamps.
+//! [`Publisher`] holds the delivery rules, the same whichever [`MetricSink`] receives the
+//! requests (the SDK client in [`sdk`], or `--dry-run`'s printer): datums waiting in the
+//! [`RetryQueue`] go first; every datum is checked against the PutMetricData rules
+//! ([`rules`]) and an invalid one is dropped alone; batches are cut to CloudWatch's limits by
+//! [`batch`]; throttling, 5xx, timeouts and connection errors are retried with exponential
+//! backoff and jitter (backon) until the cycle's deadline, on top of the SDK's own retries; a
+//! batch CloudWatch rejects as invalid is split in halves until the bad datum is found, so it
+//! never takes good datums down with it; what still cannot be delivered waits in the queue
+//! for the next cycle with its original timestamps.
+
+pub mod batch;
+pub mod rules;
+pub mod sdk;
+#[cfg(test)]
+mod sdk_errors;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError;
-use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::batch;
-use crate::datum::Datum;
-use crate::logging::LineWriter;
-use crate::queue::RetryQueue;
+use crate::buffer::memory::RetryQueue;
+use rules::Datum;
 
 /// How a PutMetricData call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -227,139 +229,10 @@ impl<S: MetricSink> Publisher<S> {
     }
 }
 
-/// Sends to Amazon CloudWatch through the AWS SDK.
-pub struct CloudWatchSink {
-    client: aws_sdk_cloudwatch::Client,
-}
-
-impl CloudWatchSink {
-    pub fn new(client: aws_sdk_cloudwatch::Client) -> Self {
-        CloudWatchSink { client }
-    }
-}
-
-impl MetricSink for CloudWatchSink {
-    async fn put(&self, namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
-        let data = batch.iter().map(to_metric_datum).collect();
-        self.client
-            .put_metric_data()
-            .namespace(namespace)
-            .set_metric_data(Some(data))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(classify)
-    }
-}
-
-fn to_metric_datum(d: &Datum) -> MetricDatum {
-    let dimensions = d
-        .dimensions
-        .iter()
-        .map(|(k, v)| Dimension::builder().name(k).value(v).build())
-        .collect();
-    MetricDatum::builder()
-        .metric_name(&d.name)
-        .set_dimensions(Some(dimensions))
-        .value(d.value)
-        .unit(StandardUnit::from(d.unit.as_str()))
-        .timestamp(DateTime::from(d.timestamp))
-        .storage_resolution(60)
-        .build()
-}
-
-/// Sorts SDK errors into retry, split-and-drop, or give up for now.
-fn classify(err: SdkError<PutMetricDataError>) -> PutError {
-    let text = DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            PutError::Retryable(text)
-        }
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = err.code().unwrap_or_default();
-            match service.err() {
-                PutMetricDataError::InvalidParameterValueException(_)
-                | PutMetricDataError::InvalidParameterCombinationException(_)
-                | PutMetricDataError::MissingRequiredParameterException(_) => {
-                    PutError::Rejected(text)
-                }
-                _ if status == 429 || status >= 500 || code.contains("Throttl") => {
-                    PutError::Retryable(text)
-                }
-                _ if code.starts_with("InvalidParameter") || code == "MissingParameter" => {
-                    PutError::Rejected(text)
-                }
-                _ => PutError::Failed(text),
-            }
-        }
-        _ => PutError::Failed(text),
-    }
-}
-
-/// Prints datums as JSON lines on stdout instead of sending them; needs no AWS access.
-///
-/// Like the log, it never blocks on a stdout nobody reads: a batch whose lines could not all
-/// be queued counts as a failed put, so its datums wait in the queue as they would for an
-/// unreachable CloudWatch (lines that did get out are printed again with them).
-pub struct DryRunSink {
-    out: LineWriter,
-}
-
-impl DryRunSink {
-    pub fn stdout() -> Self {
-        DryRunSink {
-            out: LineWriter::stdout(),
-        }
-    }
-}
-
-impl MetricSink for DryRunSink {
-    async fn put(&self, namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
-        let mut dropped = 0;
-        for d in batch {
-            let line = serde_json::json!({
-                "namespace": namespace,
-                "metric_name": d.name,
-                "dimensions": d.dimensions,
-                "value": d.value,
-                "unit": d.unit.as_str(),
-                "timestamp": humantime::format_rfc3339_millis(d.timestamp).to_string(),
-            });
-            dropped += usize::from(!self.out.line(&format!("{line}\n")));
-        }
-        if dropped > 0 {
-            return Err(PutError::Failed(format!(
-                "stdout is not being read: {dropped} of {} datum lines dropped",
-                batch.len()
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// The agent's sink, chosen at start by `--dry-run`.
-pub enum Sink {
-    CloudWatch(CloudWatchSink),
-    DryRun(DryRunSink),
-}
-
-impl MetricSink for Sink {
-    async fn put(&self, namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
-        match self {
-            Sink::CloudWatch(s) => s.put(namespace, batch).await,
-            Sink::DryRun(s) => s.put(namespace, batch).await,
-        }
-    }
-}
-
 #[cfg(test)]
-mod sdk_errors;
-
-#[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::datum::Unit;
+    use crate::sinks::cloudwatch::rules::Unit;
     use std::collections::{BTreeMap, VecDeque};
     use std::sync::Mutex;
 
@@ -419,7 +292,7 @@ mod tests {
         }
     }
 
-    fn datum(i: usize, at: SystemTime) -> Datum {
+    pub(super) fn datum(i: usize, at: SystemTime) -> Datum {
         Datum {
             name: "PluginHealthy".into(),
             dimensions: BTreeMap::from([("Region".into(), format!("r-{i}"))]),
@@ -429,7 +302,7 @@ mod tests {
         }
     }
 
-    fn data(range: std::ops::Range<usize>) -> Vec<Datum> {
+    pub(super) fn data(range: std::ops::Range<usize>) -> Vec<Datum> {
         let now = SystemTime::now();
         range.map(|i| datum(i, now)).collect()
     }
@@ -630,132 +503,9 @@ mod tests {
     #[tokio::test]
     async fn queued_datums_past_14_days_are_dropped_as_expired() {
         let mut p = publisher(FakeSink::default());
-        let old = SystemTime::now() - crate::datum::MAX_AGE;
+        let old = SystemTime::now() - crate::sinks::cloudwatch::rules::MAX_AGE;
         p.queue.park(vec![datum(1, old)]);
         let r = p.publish(data(2..3), soon()).await;
         assert_eq!((r.published, r.dropped_expired), (1, 1));
-    }
-
-    /// Records the serialized PutMetricData body's size and Content-Encoding, then stops the
-    /// request before it leaves.
-    #[derive(Debug, Default, Clone)]
-    struct Wire(std::sync::Arc<Mutex<Option<Seen>>>);
-
-    /// Body size and Content-Encoding of one request.
-    type Seen = (usize, Option<String>);
-
-    impl aws_sdk_cloudwatch::config::Intercept for Wire {
-        fn name(&self) -> &'static str {
-            "Wire"
-        }
-        fn read_before_transmit(
-            &self,
-            context: &aws_sdk_cloudwatch::config::interceptors::BeforeTransmitInterceptorContextRef<
-                '_,
-            >,
-            _: &aws_sdk_cloudwatch::config::RuntimeComponents,
-            _: &mut aws_sdk_cloudwatch::config::ConfigBag,
-        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            let request = context.request();
-            let size = request.body().bytes().map_or(0, <[u8]>::len);
-            let encoding = request
-                .headers()
-                .get("content-encoding")
-                .map(str::to_string);
-            *self.0.lock().unwrap() = Some((size, encoding));
-            Err("measured; not sent".into())
-        }
-    }
-
-    /// What the real SDK puts on the wire for `batch`: body size and Content-Encoding.
-    async fn wire(batch: &[Datum], compress: bool) -> Seen {
-        use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
-        let probe = Wire::default();
-        let conf = aws_sdk_cloudwatch::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-            .endpoint_url("http://127.0.0.1:1")
-            .disable_request_compression(!compress)
-            .interceptor(probe.clone())
-            .build();
-        let sink = CloudWatchSink::new(aws_sdk_cloudwatch::Client::from_conf(conf));
-        assert!(sink.put(NS_MAX, batch).await.is_err());
-        probe.0.lock().unwrap().clone().expect("request measured")
-    }
-
-    /// The CBOR body before compression.
-    async fn wire_size(batch: &[Datum]) -> usize {
-        wire(batch, false).await.0
-    }
-
-    const NS_MAX: &str = "FinFocus/Plugins";
-
-    fn estimate(batch: &[Datum]) -> usize {
-        crate::batch::request_overhead(NS_MAX)
-            + batch.iter().map(crate::batch::encoded_size).sum::<usize>()
-    }
-
-    #[tokio::test]
-    async fn the_size_bound_holds_for_the_largest_datums_the_rules_allow() {
-        let mut d = datum(0, SystemTime::now());
-        d.name = "n".repeat(255);
-        d.unit = Unit::Milliseconds;
-        d.value = -1.234_567_890_123e300;
-        d.dimensions = (0..30)
-            .map(|i| (format!("{i:0>255}"), "v".repeat(1024)))
-            .collect();
-        let batch = vec![d; 25];
-        let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
-        assert!(wire <= bound, "wire {wire} > bound {bound}");
-        // Within 5% of the truth: the bound does not waste request capacity.
-        assert!(bound * 100 <= wire * 105, "wire {wire}, bound {bound}");
-    }
-
-    #[tokio::test]
-    async fn the_size_bound_holds_for_a_full_batch_of_agent_datums() {
-        let batch: Vec<Datum> = (0..1000)
-            .map(|i| {
-                let mut d = datum(i, SystemTime::now());
-                d.name = "ProjectedMonthlyCost".into();
-                d.dimensions.insert("ResourceType".into(), "ec2".into());
-                d.dimensions.insert("Sku".into(), "m5.large".into());
-                d.value = 70.08 + i as f64;
-                d
-            })
-            .collect();
-        let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
-        assert!(wire <= bound, "wire {wire} > bound {bound}");
-        assert!(bound <= wire * 2, "wire {wire}, bound {bound}");
-    }
-
-    #[tokio::test]
-    async fn full_batches_go_out_gzipped_as_the_sdk_does_by_default() {
-        // The agent builds its client from aws-config defaults, which leave compression on
-        // unless AWS_DISABLE_REQUEST_COMPRESSION says otherwise.
-        let batch = data(0..1000);
-        let (plain, _) = wire(&batch, false).await;
-        let (size, encoding) = wire(&batch, true).await;
-        assert_eq!(encoding.as_deref(), Some("gzip"));
-        assert!(size * 3 < plain, "gzip {size} vs plain {plain}");
-    }
-
-    #[test]
-    fn sdk_datum_carries_every_field() {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let mut d = datum(7, at);
-        d.unit = Unit::Milliseconds;
-        let m = to_metric_datum(&d);
-        assert_eq!(m.metric_name(), Some("PluginHealthy"));
-        assert_eq!(m.value(), Some(7.0));
-        assert_eq!(m.unit(), Some(&StandardUnit::Milliseconds));
-        assert_eq!(m.timestamp().map(|t| t.secs()), Some(1_800_000_000));
-        assert_eq!(m.storage_resolution(), Some(60));
-        let dims = m.dimensions();
-        assert_eq!(dims.len(), 1);
-        assert_eq!(
-            (dims[0].name(), dims[0].value()),
-            (Some("Region"), Some("r-7"))
-        );
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use crate::datum::{Datum, MAX_AGE};
+use crate::sinks::cloudwatch::rules::{Datum, MAX_AGE};
 
 /// Datums this close to the 14-day limit would likely expire on the way; drop them too.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
@@ -59,7 +59,7 @@ impl RetryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datum::Unit;
+    use crate::sinks::cloudwatch::rules::Unit;
     use std::collections::BTreeMap;
 
     fn at(secs: u64) -> Datum {

@@ -1,0 +1,213 @@
+//! The SDK side of the CloudWatch sink: builds `MetricDatum`s, sends PutMetricData, and
+//! sorts the SDK's errors into retry, split-and-drop, or give up for now.
+
+use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+
+use super::rules::Datum;
+use super::{MetricSink, PutError};
+
+/// Sends to Amazon CloudWatch through the AWS SDK.
+pub struct CloudWatchSink {
+    client: aws_sdk_cloudwatch::Client,
+}
+
+impl CloudWatchSink {
+    pub fn new(client: aws_sdk_cloudwatch::Client) -> Self {
+        CloudWatchSink { client }
+    }
+}
+
+impl MetricSink for CloudWatchSink {
+    async fn put(&self, namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
+        let data = batch.iter().map(to_metric_datum).collect();
+        self.client
+            .put_metric_data()
+            .namespace(namespace)
+            .set_metric_data(Some(data))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+fn to_metric_datum(d: &Datum) -> MetricDatum {
+    let dimensions = d
+        .dimensions
+        .iter()
+        .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+        .collect();
+    MetricDatum::builder()
+        .metric_name(&d.name)
+        .set_dimensions(Some(dimensions))
+        .value(d.value)
+        .unit(StandardUnit::from(d.unit.as_str()))
+        .timestamp(DateTime::from(d.timestamp))
+        .storage_resolution(60)
+        .build()
+}
+
+/// Sorts SDK errors into retry, split-and-drop, or give up for now.
+fn classify(err: SdkError<PutMetricDataError>) -> PutError {
+    let text = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            PutError::Retryable(text)
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = err.code().unwrap_or_default();
+            match service.err() {
+                PutMetricDataError::InvalidParameterValueException(_)
+                | PutMetricDataError::InvalidParameterCombinationException(_)
+                | PutMetricDataError::MissingRequiredParameterException(_) => {
+                    PutError::Rejected(text)
+                }
+                _ if status == 429 || status >= 500 || code.contains("Throttl") => {
+                    PutError::Retryable(text)
+                }
+                _ if code.starts_with("InvalidParameter") || code == "MissingParameter" => {
+                    PutError::Rejected(text)
+                }
+                _ => PutError::Failed(text),
+            }
+        }
+        _ => PutError::Failed(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::sinks::cloudwatch::batch;
+    use crate::sinks::cloudwatch::rules::Unit;
+    use crate::sinks::cloudwatch::tests::{data, datum};
+
+    /// Records the serialized PutMetricData body's size and Content-Encoding, then stops the
+    /// request before it leaves.
+    #[derive(Debug, Default, Clone)]
+    struct Wire(std::sync::Arc<Mutex<Option<Seen>>>);
+
+    /// Body size and Content-Encoding of one request.
+    type Seen = (usize, Option<String>);
+
+    impl aws_sdk_cloudwatch::config::Intercept for Wire {
+        fn name(&self) -> &'static str {
+            "Wire"
+        }
+        fn read_before_transmit(
+            &self,
+            context: &aws_sdk_cloudwatch::config::interceptors::BeforeTransmitInterceptorContextRef<
+                '_,
+            >,
+            _: &aws_sdk_cloudwatch::config::RuntimeComponents,
+            _: &mut aws_sdk_cloudwatch::config::ConfigBag,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let request = context.request();
+            let size = request.body().bytes().map_or(0, <[u8]>::len);
+            let encoding = request
+                .headers()
+                .get("content-encoding")
+                .map(str::to_string);
+            *self.0.lock().unwrap() = Some((size, encoding));
+            Err("measured; not sent".into())
+        }
+    }
+
+    /// What the real SDK puts on the wire for `batch`: body size and Content-Encoding.
+    async fn wire(batch: &[Datum], compress: bool) -> Seen {
+        use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
+        let probe = Wire::default();
+        let conf = aws_sdk_cloudwatch::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+            .endpoint_url("http://127.0.0.1:1")
+            .disable_request_compression(!compress)
+            .interceptor(probe.clone())
+            .build();
+        let sink = CloudWatchSink::new(aws_sdk_cloudwatch::Client::from_conf(conf));
+        assert!(sink.put(NS_MAX, batch).await.is_err());
+        probe.0.lock().unwrap().clone().expect("request measured")
+    }
+
+    /// The CBOR body before compression.
+    async fn wire_size(batch: &[Datum]) -> usize {
+        wire(batch, false).await.0
+    }
+
+    const NS_MAX: &str = "FinFocus/Plugins";
+
+    fn estimate(batch: &[Datum]) -> usize {
+        batch::request_overhead(NS_MAX) + batch.iter().map(batch::encoded_size).sum::<usize>()
+    }
+
+    #[tokio::test]
+    async fn the_size_bound_holds_for_the_largest_datums_the_rules_allow() {
+        let mut d = datum(0, SystemTime::now());
+        d.name = "n".repeat(255);
+        d.unit = Unit::Milliseconds;
+        d.value = -1.234_567_890_123e300;
+        d.dimensions = (0..30)
+            .map(|i| (format!("{i:0>255}"), "v".repeat(1024)))
+            .collect();
+        let batch = vec![d; 25];
+        let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
+        assert!(wire <= bound, "wire {wire} > bound {bound}");
+        // Within 5% of the truth: the bound does not waste request capacity.
+        assert!(bound * 100 <= wire * 105, "wire {wire}, bound {bound}");
+    }
+
+    #[tokio::test]
+    async fn the_size_bound_holds_for_a_full_batch_of_agent_datums() {
+        let batch: Vec<Datum> = (0..1000)
+            .map(|i| {
+                let mut d = datum(i, SystemTime::now());
+                d.name = "ProjectedMonthlyCost".into();
+                d.dimensions.insert("ResourceType".into(), "ec2".into());
+                d.dimensions.insert("Sku".into(), "m5.large".into());
+                d.value = 70.08 + i as f64;
+                d
+            })
+            .collect();
+        let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
+        assert!(wire <= bound, "wire {wire} > bound {bound}");
+        assert!(bound <= wire * 2, "wire {wire}, bound {bound}");
+    }
+
+    #[tokio::test]
+    async fn full_batches_go_out_gzipped_as_the_sdk_does_by_default() {
+        // The agent builds its client from aws-config defaults, which leave compression on
+        // unless AWS_DISABLE_REQUEST_COMPRESSION says otherwise.
+        let batch = data(0..1000);
+        let (plain, _) = wire(&batch, false).await;
+        let (size, encoding) = wire(&batch, true).await;
+        assert_eq!(encoding.as_deref(), Some("gzip"));
+        assert!(size * 3 < plain, "gzip {size} vs plain {plain}");
+    }
+
+    #[test]
+    fn sdk_datum_carries_every_field() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut d = datum(7, at);
+        d.unit = Unit::Milliseconds;
+        let m = to_metric_datum(&d);
+        assert_eq!(m.metric_name(), Some("PluginHealthy"));
+        assert_eq!(m.value(), Some(7.0));
+        assert_eq!(m.unit(), Some(&StandardUnit::Milliseconds));
+        assert_eq!(m.timestamp().map(|t| t.secs()), Some(1_800_000_000));
+        assert_eq!(m.storage_resolution(), Some(60));
+        let dims = m.dimensions();
+        assert_eq!(dims.len(), 1);
+        assert_eq!(
+            (dims[0].name(), dims[0].value()),
+            (Some("Region"), Some("r-7"))
+        );
+    }
+}
