@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::logging;
-use crate::sinks::cloudwatch::rules::Datum;
+use crate::metric::Metric;
 use crate::sinks::cloudwatch::{MetricSink, PublishReport, Publisher, RetryPolicy};
 use crate::sources::plugins::Collector;
 use crate::sources::plugins::sample::Sample;
@@ -25,7 +25,7 @@ pub struct Agent<S> {
     /// The Agent dimension, when SELF_METRICS is on.
     self_metrics: Option<String>,
     /// The last cycle's self datums: they go out with the next publish.
-    self_datums: Vec<Datum>,
+    self_datums: Vec<Metric>,
 }
 
 impl<S: MetricSink> Agent<S> {

@@ -18,6 +18,7 @@ mod config;
 mod exit;
 mod health;
 mod logging;
+mod metric;
 pub mod run;
 mod scheduler;
 mod shutdown;

@@ -8,7 +8,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use crate::sinks::cloudwatch::rules::{Datum, MAX_AGE};
+use crate::metric::Metric;
+use crate::sinks::cloudwatch::rules::MAX_AGE;
 
 /// Datums this close to the 14-day limit would likely expire on the way; drop them too.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
@@ -16,7 +17,7 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 #[derive(Debug)]
 pub struct RetryQueue {
     max: usize,
-    items: VecDeque<Datum>,
+    items: VecDeque<Metric>,
 }
 
 impl RetryQueue {
@@ -33,7 +34,7 @@ impl RetryQueue {
 
     /// Parks `datums` (oldest first) behind what already waits. Returns how many of the
     /// oldest datums were dropped to stay within the bound.
-    pub fn park(&mut self, datums: Vec<Datum>) -> usize {
+    pub fn park(&mut self, datums: Vec<Metric>) -> usize {
         self.items.extend(datums);
         let over = self.items.len().saturating_sub(self.max);
         self.items.drain(..over);
@@ -41,9 +42,9 @@ impl RetryQueue {
     }
 
     /// Takes every waiting datum out, oldest first, with how many were dropped as expired.
-    pub fn take(&mut self, now: SystemTime) -> (Vec<Datum>, usize) {
+    pub fn take(&mut self, now: SystemTime) -> (Vec<Metric>, usize) {
         let before = self.items.len();
-        let fresh: Vec<Datum> = self
+        let fresh: Vec<Metric> = self
             .items
             .drain(..)
             .filter(|d| {
@@ -59,21 +60,21 @@ impl RetryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::cloudwatch::rules::Unit;
+    use crate::metric::{Unit, Value};
     use std::collections::BTreeMap;
 
-    fn at(secs: u64) -> Datum {
-        Datum {
+    fn at(secs: u64) -> Metric {
+        Metric {
             name: "PluginHealthy".into(),
             dimensions: BTreeMap::new(),
-            value: secs as f64,
+            value: Value::Gauge(secs as f64),
             unit: Unit::None,
             timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs),
         }
     }
 
-    fn values(ds: &[Datum]) -> Vec<f64> {
-        ds.iter().map(|d| d.value).collect()
+    fn values(ds: &[Metric]) -> Vec<f64> {
+        ds.iter().map(|d| d.value.number()).collect()
     }
 
     fn now() -> SystemTime {

@@ -1,7 +1,7 @@
 //! The `--dry-run` sink: prints each datum as a JSON line on stdout instead of sending it.
 
 use crate::logging::LineWriter;
-use crate::sinks::cloudwatch::rules::Datum;
+use crate::metric::{Metric, Value};
 use crate::sinks::cloudwatch::{MetricSink, PutError};
 
 /// Prints datums as JSON lines on stdout instead of sending them; needs no AWS access.
@@ -22,17 +22,24 @@ impl DryRunSink {
 }
 
 impl MetricSink for DryRunSink {
-    async fn put(&self, namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
+    async fn put(&self, namespace: &str, batch: &[Metric]) -> Result<(), PutError> {
         let mut dropped = 0;
         for d in batch {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "namespace": namespace,
                 "metric_name": d.name,
                 "dimensions": d.dimensions,
-                "value": d.value,
                 "unit": d.unit.as_str(),
                 "timestamp": humantime::format_rfc3339_millis(d.timestamp).to_string(),
             });
+            // The fields PutMetricData would carry: Value, or Values and Counts.
+            match &d.value {
+                Value::Gauge(v) | Value::Counter(v) => line["value"] = serde_json::json!(v),
+                Value::Distribution { values, counts } => {
+                    line["values"] = serde_json::json!(values);
+                    line["counts"] = serde_json::json!(counts);
+                }
+            }
             dropped += usize::from(!self.out.line(&format!("{line}\n")));
         }
         if dropped > 0 {

@@ -4,7 +4,7 @@
 pub mod cloudwatch;
 pub mod dry_run;
 
-use cloudwatch::rules::Datum;
+use crate::metric::Metric;
 use cloudwatch::sdk::CloudWatchSink;
 use cloudwatch::{MetricSink, PutError};
 use dry_run::DryRunSink;
@@ -16,7 +16,7 @@ pub enum Sink {
 }
 
 impl MetricSink for Sink {
-    async fn put(&self, namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
+    async fn put(&self, namespace: &str, batch: &[Metric]) -> Result<(), PutError> {
         match self {
             Sink::CloudWatch(s) => s.put(namespace, batch).await,
             Sink::DryRun(s) => s.put(namespace, batch).await,

@@ -4,7 +4,7 @@
 //! CBOR; rather than encode twice, each datum's encoded size is bounded from above (every
 //! CBOR header at its widest), so a batch that fits here fits on the wire.
 
-use crate::sinks::cloudwatch::rules::Datum;
+use crate::metric::{Metric, Value};
 
 pub const MAX_DATUMS: usize = 1000;
 /// 1 MB taken as 10^6 bytes, the stricter reading of the documented limit.
@@ -16,10 +16,21 @@ const DATUM_OVERHEAD: usize = 128;
 const DIMENSION_OVERHEAD: usize = 24;
 /// Outer map, `Namespace` and `MetricData` keys, array header.
 const REQUEST_OVERHEAD: usize = 64;
+/// `Values` and `Counts` keys and their array headers.
+const DISTRIBUTION_OVERHEAD: usize = 24;
+/// One CBOR double.
+const NUMBER: usize = 9;
 
 /// Upper bound of one datum's share of the request body.
-pub fn encoded_size(d: &Datum) -> usize {
+pub fn encoded_size(d: &Metric) -> usize {
+    let values = match &d.value {
+        Value::Gauge(_) | Value::Counter(_) => 0,
+        Value::Distribution { values, counts } => {
+            DISTRIBUTION_OVERHEAD + NUMBER * (values.len() + counts.len())
+        }
+    };
     DATUM_OVERHEAD
+        + values
         + d.name.len()
         + d.dimensions
             .iter()
@@ -33,10 +44,10 @@ pub fn request_overhead(namespace: &str) -> usize {
 }
 
 /// Groups `datums` in order into batches within both limits.
-pub fn split(datums: Vec<Datum>, namespace: &str) -> Vec<Vec<Datum>> {
+pub fn split(datums: Vec<Metric>, namespace: &str) -> Vec<Vec<Metric>> {
     let base = request_overhead(namespace);
     let mut batches = Vec::new();
-    let mut current: Vec<Datum> = Vec::new();
+    let mut current: Vec<Metric> = Vec::new();
     let mut bytes = base;
     for d in datums {
         let size = encoded_size(&d);
@@ -56,24 +67,24 @@ pub fn split(datums: Vec<Datum>, namespace: &str) -> Vec<Vec<Datum>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::cloudwatch::rules::Unit;
+    use crate::metric::{Unit, Value};
     use std::collections::BTreeMap;
     use std::time::SystemTime;
 
     const NS: &str = "FinFocus/Plugins";
 
-    fn datum(i: usize) -> Datum {
-        Datum {
+    fn datum(i: usize) -> Metric {
+        Metric {
             name: format!("M{i}"),
             dimensions: BTreeMap::from([("Region".into(), "us-east-1".into())]),
-            value: i as f64,
+            value: Value::Gauge(i as f64),
             unit: Unit::None,
             timestamp: SystemTime::UNIX_EPOCH,
         }
     }
 
     /// A datum whose encoded size is exactly `size` (size >= overhead of a bare datum).
-    fn datum_of_size(size: usize) -> Datum {
+    fn datum_of_size(size: usize) -> Metric {
         let mut d = datum(0);
         d.dimensions.clear();
         d.name = "x".repeat(size - DATUM_OVERHEAD);
@@ -81,7 +92,7 @@ mod tests {
         d
     }
 
-    fn sizes(batches: &[Vec<Datum>]) -> Vec<usize> {
+    fn sizes(batches: &[Vec<Metric>]) -> Vec<usize> {
         batches.iter().map(Vec::len).collect()
     }
 
@@ -100,7 +111,7 @@ mod tests {
     fn the_1001st_datum_starts_a_second_request_and_order_is_kept() {
         let batches = split((0..2001).map(datum).collect(), NS);
         assert_eq!(sizes(&batches), [1000, 1000, 1]);
-        let values: Vec<f64> = batches.iter().flatten().map(|d| d.value).collect();
+        let values: Vec<f64> = batches.iter().flatten().map(|d| d.value.number()).collect();
         assert_eq!(values, (0..2001).map(|i| i as f64).collect::<Vec<_>>());
     }
 
@@ -109,7 +120,7 @@ mod tests {
         let room = MAX_BODY_BYTES - request_overhead(NS);
         // 4 datums that fill the body to the byte.
         let each = room / 4;
-        let mut ds: Vec<Datum> = (0..3).map(|_| datum_of_size(each)).collect();
+        let mut ds: Vec<Metric> = (0..3).map(|_| datum_of_size(each)).collect();
         ds.push(datum_of_size(room - 3 * each));
         let batches = split(ds, NS);
         assert_eq!(sizes(&batches), [4]);
@@ -119,7 +130,7 @@ mod tests {
     fn one_byte_over_1_mb_starts_a_new_request() {
         let room = MAX_BODY_BYTES - request_overhead(NS);
         let each = room / 4;
-        let mut ds: Vec<Datum> = (0..3).map(|_| datum_of_size(each)).collect();
+        let mut ds: Vec<Metric> = (0..3).map(|_| datum_of_size(each)).collect();
         ds.push(datum_of_size(room - 3 * each + 1));
         let batches = split(ds, NS);
         assert_eq!(sizes(&batches), [3, 1]);
@@ -127,7 +138,7 @@ mod tests {
 
     #[test]
     fn every_batch_respects_both_limits_with_mixed_sizes() {
-        let ds: Vec<Datum> = (0..5000)
+        let ds: Vec<Metric> = (0..5000)
             .map(|i| datum_of_size(DATUM_OVERHEAD + 1 + (i * 7919) % 4000))
             .collect();
         let batches = split(ds, NS);

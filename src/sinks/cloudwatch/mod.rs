@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::buffer::memory::RetryQueue;
-use rules::Datum;
+use crate::metric::Metric;
 
 /// How a PutMetricData call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,7 +45,7 @@ pub trait MetricSink {
     fn put(
         &self,
         namespace: &str,
-        batch: &[Datum],
+        batch: &[Metric],
     ) -> impl std::future::Future<Output = Result<(), PutError>> + Send;
 }
 
@@ -117,7 +117,7 @@ impl<S: MetricSink> Publisher<S> {
     }
 
     /// Sends what waits in the queue, then `new`, trying until `deadline`.
-    pub async fn publish(&mut self, new: Vec<Datum>, deadline: Instant) -> PublishReport {
+    pub async fn publish(&mut self, new: Vec<Metric>, deadline: Instant) -> PublishReport {
         let mut report = PublishReport::default();
         let now = SystemTime::now();
         let (mut all, expired) = self.queue.take(now);
@@ -129,19 +129,19 @@ impl<S: MetricSink> Publisher<S> {
         }
         report.dropped_expired = expired;
         all.extend(new);
-        let valid: Vec<Datum> = all
+        let valid: Vec<Metric> = all
             .into_iter()
-            .filter(|d| match d.validate(now) {
+            .filter(|d| match rules::check(d, now) {
                 Ok(()) => true,
                 Err(why) => {
-                    warn!(datum = %d, value = d.value, error = %why, "invalid datum dropped");
+                    warn!(datum = %d, value = ?d.value, error = %why, "invalid datum dropped");
                     report.dropped_invalid += 1;
                     false
                 }
             })
             .collect();
 
-        let mut pending: std::collections::VecDeque<Vec<Datum>> =
+        let mut pending: std::collections::VecDeque<Vec<Metric>> =
             batch::split(valid, &self.namespace).into();
         while let Some(mut b) = pending.pop_front() {
             // Past the deadline the rest waits for the next cycle rather than delaying it: a
@@ -164,7 +164,7 @@ impl<S: MetricSink> Publisher<S> {
                     pending.push_front(b);
                 }
                 Err(PutError::Rejected(why)) => {
-                    warn!(datum = %b[0], value = b[0].value, error = %why, "CloudWatch rejected datum; dropped");
+                    warn!(datum = %b[0], value = ?b[0].value, error = %why, "CloudWatch rejected datum; dropped");
                     report.dropped_rejected += 1;
                 }
                 Err(e) => {
@@ -175,7 +175,7 @@ impl<S: MetricSink> Publisher<S> {
                 }
             }
         }
-        let leftover: Vec<Datum> = pending.into_iter().flatten().collect();
+        let leftover: Vec<Metric> = pending.into_iter().flatten().collect();
         let overflow = self.queue.park(leftover);
         if overflow > 0 {
             warn!(
@@ -192,7 +192,7 @@ impl<S: MetricSink> Publisher<S> {
     /// One batch, retried with backoff while the error is transient and time remains.
     async fn send(
         &self,
-        batch: &[Datum],
+        batch: &[Metric],
         deadline: Instant,
         report: &mut PublishReport,
     ) -> Result<(), PutError> {
@@ -232,7 +232,7 @@ impl<S: MetricSink> Publisher<S> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::sinks::cloudwatch::rules::Unit;
+    use crate::metric::{Unit, Value};
     use std::collections::{BTreeMap, VecDeque};
     use std::sync::Mutex;
 
@@ -242,7 +242,7 @@ pub(super) mod tests {
     struct FakeSink {
         script: Mutex<VecDeque<Result<(), PutError>>>,
         always: Option<PutError>,
-        accepted: Mutex<Vec<Datum>>,
+        accepted: Mutex<Vec<Metric>>,
     }
 
     impl FakeSink {
@@ -263,13 +263,13 @@ pub(super) mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|d| d.value)
+                .map(|d| d.value.number())
                 .collect()
         }
     }
 
     impl MetricSink for FakeSink {
-        async fn put(&self, _namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
+        async fn put(&self, _namespace: &str, batch: &[Metric]) -> Result<(), PutError> {
             if let Some(answer) = self.script.lock().unwrap().pop_front() {
                 answer?;
             } else if let Some(e) = &self.always {
@@ -292,17 +292,17 @@ pub(super) mod tests {
         }
     }
 
-    pub(super) fn datum(i: usize, at: SystemTime) -> Datum {
-        Datum {
+    pub(super) fn datum(i: usize, at: SystemTime) -> Metric {
+        Metric {
             name: "PluginHealthy".into(),
             dimensions: BTreeMap::from([("Region".into(), format!("r-{i}"))]),
-            value: i as f64,
+            value: Value::Gauge(i as f64),
             unit: Unit::None,
             timestamp: at,
         }
     }
 
-    pub(super) fn data(range: std::ops::Range<usize>) -> Vec<Datum> {
+    pub(super) fn data(range: std::ops::Range<usize>) -> Vec<Metric> {
         let now = SystemTime::now();
         range.map(|i| datum(i, now)).collect()
     }
@@ -365,7 +365,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn invalid_datums_are_dropped_before_sending() {
         let mut ds = data(0..4);
-        ds[1].value = f64::NAN;
+        ds[1].value = Value::Gauge(f64::NAN);
         ds[2].dimensions.insert("Sku".into(), String::new());
         let mut p = publisher(FakeSink::default());
         let r = p.publish(ds, soon()).await;
@@ -376,7 +376,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn unreachable_cloudwatch_parks_datums_and_they_go_first_next_time() {
         let earlier = SystemTime::now() - Duration::from_secs(120);
-        let first: Vec<Datum> = (0..3).map(|i| datum(i, earlier)).collect();
+        let first: Vec<Metric> = (0..3).map(|i| datum(i, earlier)).collect();
         let mut p = publisher(FakeSink::scripted(vec![
             Err(PutError::Retryable(
                 "connection refused".into()
@@ -393,7 +393,7 @@ pub(super) mod tests {
         assert_eq!((r.published, r.queued, r.failed), (5, 0, false));
         assert_eq!(r.failed_calls, 0);
         let accepted = p.sink.accepted.lock().unwrap();
-        let values: Vec<f64> = accepted.iter().map(|d| d.value).collect();
+        let values: Vec<f64> = accepted.iter().map(|d| d.value.number()).collect();
         assert_eq!(values, [0.0, 1.0, 2.0, 10.0, 11.0]);
         assert!(accepted[..3].iter().all(|d| d.timestamp == earlier));
     }
@@ -430,7 +430,7 @@ pub(super) mod tests {
     struct SlowSink(Duration);
 
     impl MetricSink for SlowSink {
-        async fn put(&self, _namespace: &str, _batch: &[Datum]) -> Result<(), PutError> {
+        async fn put(&self, _namespace: &str, _batch: &[Metric]) -> Result<(), PutError> {
             tokio::time::sleep(self.0).await;
             Ok(())
         }

@@ -1,12 +1,12 @@
-//! The CloudWatch datum the agent publishes, and the PutMetricData rules it must satisfy.
+//! The PutMetricData rules one datum must satisfy.
 //!
-//! CloudWatch rejects a whole request when one datum breaks a rule, so every datum is checked
-//! here before it is batched (see `../shared/cloudwatch-limits.md`). A datum that fails is
-//! dropped alone; the rest of its batch goes out.
+//! CloudWatch rejects a whole request when one datum breaks a rule, so every metric is
+//! checked here before it is batched (see `../shared/cloudwatch-limits.md`). A metric that
+//! fails is dropped alone; the rest of its batch goes out.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::time::{Duration, SystemTime};
+
+use crate::metric::{Metric, Value};
 
 /// Oldest timestamp CloudWatch accepts, relative to now.
 pub const MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -15,36 +15,8 @@ pub const MAX_FUTURE: Duration = Duration::from_secs(2 * 3600);
 pub const MAX_DIMENSIONS: usize = 30;
 const MAX_NAME_LEN: usize = 255;
 const MAX_DIMENSION_VALUE_LEN: usize = 1024;
-
-/// The CloudWatch units this agent emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Unit {
-    None,
-    Count,
-    Milliseconds,
-}
-
-impl Unit {
-    /// The name CloudWatch uses on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unit::None => "None",
-            Unit::Count => "Count",
-            Unit::Milliseconds => "Milliseconds",
-        }
-    }
-}
-
-/// One value of one metric at one time. Dimensions are kept sorted by name: CloudWatch treats
-/// them as a set, and a stable order keeps logs and dry-run output diffable.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Datum {
-    pub name: String,
-    pub dimensions: BTreeMap<String, String>,
-    pub value: f64,
-    pub unit: Unit,
-    pub timestamp: SystemTime,
-}
+/// Distinct values one datum's Values/Counts may carry.
+pub const MAX_VALUES: usize = 150;
 
 /// Why a datum cannot be sent.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -59,54 +31,71 @@ pub enum Invalid {
     DimensionValue(String),
     #[error("value {0} is not finite or outside 2^-260..2^360")]
     Value(f64),
+    #[error(
+        "{values} values and {counts} counts: 1 to {MAX_VALUES} values, as many counts, each count finite and not negative"
+    )]
+    Distribution { values: usize, counts: usize },
     #[error("timestamp is more than 14 days old")]
     TooOld,
     #[error("timestamp is more than 2 hours in the future")]
     InFuture,
 }
 
-impl Datum {
-    /// Checks every PutMetricData rule that applies to a single datum at time `now`.
-    pub fn validate(&self, now: SystemTime) -> Result<(), Invalid> {
-        if self.name.is_empty() || self.name.chars().count() > MAX_NAME_LEN {
-            return Err(Invalid::Name);
-        }
-        if self.dimensions.len() > MAX_DIMENSIONS {
-            return Err(Invalid::TooManyDimensions(self.dimensions.len()));
-        }
-        for (name, value) in &self.dimensions {
-            if name.is_empty()
-                || name.len() > MAX_NAME_LEN
-                || !name.is_ascii()
-                || name.starts_with(':')
-            {
-                return Err(Invalid::DimensionName(name.clone()));
-            }
-            if value.is_empty()
-                || value.len() > MAX_DIMENSION_VALUE_LEN
-                || !value.bytes().all(|b| b.is_ascii() && !b.is_ascii_control())
-            {
-                return Err(Invalid::DimensionValue(name.clone()));
-            }
-        }
-        if !value_in_range(self.value) {
-            return Err(Invalid::Value(self.value));
-        }
-        if now
-            .duration_since(self.timestamp)
-            .is_ok_and(|age| age > MAX_AGE)
-        {
-            return Err(Invalid::TooOld);
-        }
-        if self
-            .timestamp
-            .duration_since(now)
-            .is_ok_and(|ahead| ahead > MAX_FUTURE)
-        {
-            return Err(Invalid::InFuture);
-        }
-        Ok(())
+/// Checks every PutMetricData rule that applies to one datum at time `now`.
+pub fn check(metric: &Metric, now: SystemTime) -> Result<(), Invalid> {
+    if metric.name.is_empty() || metric.name.chars().count() > MAX_NAME_LEN {
+        return Err(Invalid::Name);
     }
+    if metric.dimensions.len() > MAX_DIMENSIONS {
+        return Err(Invalid::TooManyDimensions(metric.dimensions.len()));
+    }
+    for (name, value) in &metric.dimensions {
+        if name.is_empty() || name.len() > MAX_NAME_LEN || !name.is_ascii() || name.starts_with(':')
+        {
+            return Err(Invalid::DimensionName(name.clone()));
+        }
+        if value.is_empty()
+            || value.len() > MAX_DIMENSION_VALUE_LEN
+            || !value.bytes().all(|b| b.is_ascii() && !b.is_ascii_control())
+        {
+            return Err(Invalid::DimensionValue(name.clone()));
+        }
+    }
+    match &metric.value {
+        Value::Gauge(v) | Value::Counter(v) if !value_in_range(*v) => {
+            return Err(Invalid::Value(*v));
+        }
+        Value::Distribution { values, counts } => {
+            if values.is_empty()
+                || values.len() > MAX_VALUES
+                || values.len() != counts.len()
+                || !counts.iter().all(|c| c.is_finite() && *c >= 0.0)
+            {
+                return Err(Invalid::Distribution {
+                    values: values.len(),
+                    counts: counts.len(),
+                });
+            }
+            if let Some(bad) = values.iter().find(|v| !value_in_range(**v)) {
+                return Err(Invalid::Value(*bad));
+            }
+        }
+        Value::Gauge(_) | Value::Counter(_) => {}
+    }
+    if now
+        .duration_since(metric.timestamp)
+        .is_ok_and(|age| age > MAX_AGE)
+    {
+        return Err(Invalid::TooOld);
+    }
+    if metric
+        .timestamp
+        .duration_since(now)
+        .is_ok_and(|ahead| ahead > MAX_FUTURE)
+    {
+        return Err(Invalid::InFuture);
+    }
+    Ok(())
 }
 
 fn value_in_range(v: f64) -> bool {
@@ -117,31 +106,17 @@ fn value_in_range(v: f64) -> bool {
     m == 0.0 || ((2f64).powi(-260)..=(2f64).powi(360)).contains(&m)
 }
 
-/// Names a datum in logs: metric and dimensions, enough to find it in a dashboard.
-impl fmt::Display for Datum {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.name)?;
-        let mut sep = '{';
-        for (k, v) in &self.dimensions {
-            write!(f, "{sep}{k}={v}")?;
-            sep = ',';
-        }
-        if sep == ',' {
-            write!(f, "}}")?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::Unit;
+    use std::collections::BTreeMap;
 
-    fn datum() -> Datum {
-        Datum {
+    fn datum() -> Metric {
+        Metric {
             name: "PluginHealthy".into(),
             dimensions: BTreeMap::from([("Region".into(), "us-east-1".into())]),
-            value: 1.0,
+            value: Value::Gauge(1.0),
             unit: Unit::None,
             timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         }
@@ -153,27 +128,27 @@ mod tests {
 
     #[test]
     fn a_plain_datum_is_valid() {
-        assert_eq!(datum().validate(now()), Ok(()));
+        assert_eq!(check(&datum(), now()), Ok(()));
     }
 
     #[test]
     fn metric_name_length_limits() {
         let mut d = datum();
         d.name = String::new();
-        assert_eq!(d.validate(now()), Err(Invalid::Name));
+        assert_eq!(check(&d, now()), Err(Invalid::Name));
         d.name = "x".repeat(255);
-        assert_eq!(d.validate(now()), Ok(()));
+        assert_eq!(check(&d, now()), Ok(()));
         d.name = "x".repeat(256);
-        assert_eq!(d.validate(now()), Err(Invalid::Name));
+        assert_eq!(check(&d, now()), Err(Invalid::Name));
     }
 
     #[test]
     fn at_most_thirty_dimensions() {
         let mut d = datum();
         d.dimensions = (0..30).map(|i| (format!("d{i}"), "v".into())).collect();
-        assert_eq!(d.validate(now()), Ok(()));
+        assert_eq!(check(&d, now()), Ok(()));
         d.dimensions.insert("one-more".into(), "v".into());
-        assert_eq!(d.validate(now()), Err(Invalid::TooManyDimensions(31)));
+        assert_eq!(check(&d, now()), Err(Invalid::TooManyDimensions(31)));
     }
 
     #[test]
@@ -182,14 +157,14 @@ mod tests {
             let mut d = datum();
             d.dimensions = BTreeMap::from([(bad.to_string(), "v".to_string())]);
             assert_eq!(
-                d.validate(now()),
+                check(&d, now()),
                 Err(Invalid::DimensionName(bad.to_string())),
                 "{bad:?}"
             );
         }
         let mut d = datum();
         d.dimensions = BTreeMap::from([("n".repeat(255), "v".into())]);
-        assert_eq!(d.validate(now()), Ok(()));
+        assert_eq!(check(&d, now()), Ok(()));
     }
 
     #[test]
@@ -198,14 +173,14 @@ mod tests {
             let mut d = datum();
             d.dimensions = BTreeMap::from([("Region".to_string(), bad.to_string())]);
             assert_eq!(
-                d.validate(now()),
+                check(&d, now()),
                 Err(Invalid::DimensionValue("Region".into())),
                 "{bad:?}"
             );
         }
         let mut d = datum();
         d.dimensions = BTreeMap::from([("Region".into(), "v".repeat(1024))]);
-        assert_eq!(d.validate(now()), Ok(()));
+        assert_eq!(check(&d, now()), Ok(()));
     }
 
     #[test]
@@ -219,40 +194,59 @@ mod tests {
             2f64.powi(-261),
         ] {
             let mut d = datum();
-            d.value = bad;
-            assert!(d.validate(now()).is_err(), "{bad}");
+            d.value = Value::Gauge(bad);
+            assert!(check(&d, now()).is_err(), "{bad}");
         }
         for good in [0.0, -0.0, 2f64.powi(360), 2f64.powi(-260), -7.592, 1e-9] {
             let mut d = datum();
-            d.value = good;
-            assert_eq!(d.validate(now()), Ok(()), "{good}");
+            d.value = Value::Gauge(good);
+            assert_eq!(check(&d, now()), Ok(()), "{good}");
         }
     }
 
     #[test]
     fn timestamps_within_14_days_back_and_2_hours_ahead() {
         let d = datum();
-        assert_eq!(d.validate(d.timestamp + MAX_AGE), Ok(()));
+        assert_eq!(check(&d, d.timestamp + MAX_AGE), Ok(()));
         assert_eq!(
-            d.validate(d.timestamp + MAX_AGE + Duration::from_secs(1)),
+            check(&d, d.timestamp + MAX_AGE + Duration::from_secs(1)),
             Err(Invalid::TooOld)
         );
-        assert_eq!(d.validate(d.timestamp - MAX_FUTURE), Ok(()));
+        assert_eq!(check(&d, d.timestamp - MAX_FUTURE), Ok(()));
         assert_eq!(
-            d.validate(d.timestamp - MAX_FUTURE - Duration::from_secs(1)),
+            check(&d, d.timestamp - MAX_FUTURE - Duration::from_secs(1)),
             Err(Invalid::InFuture)
         );
     }
 
     #[test]
-    fn display_names_metric_and_dimensions() {
+    fn counters_follow_the_value_rules_too() {
         let mut d = datum();
-        d.dimensions.insert("Sku".into(), "t3.micro".into());
+        d.value = Value::Counter(f64::NAN);
+        assert!(check(&d, now()).is_err());
+        d.value = Value::Counter(3.0);
+        assert_eq!(check(&d, now()), Ok(()));
+    }
+
+    #[test]
+    fn distributions_carry_1_to_150_values_with_as_many_counts() {
+        let dist = |values: Vec<f64>, counts: Vec<f64>| {
+            let mut d = datum();
+            d.value = Value::Distribution { values, counts };
+            check(&d, now())
+        };
+        assert_eq!(dist(vec![0.5, 2.0], vec![3.0, 0.0]), Ok(()));
+        let most: Vec<f64> = (0..150).map(f64::from).collect();
+        assert_eq!(dist(most.clone(), vec![1.0; 150]), Ok(()));
+        let over: Vec<f64> = (0..151).map(f64::from).collect();
+        assert!(dist(over, vec![1.0; 151]).is_err());
+        assert!(dist(vec![], vec![]).is_err());
+        assert!(dist(vec![1.0, 2.0], vec![1.0]).is_err());
+        assert!(dist(vec![1.0], vec![-1.0]).is_err());
+        assert!(dist(vec![1.0], vec![f64::NAN]).is_err());
         assert_eq!(
-            d.to_string(),
-            "PluginHealthy{Region=us-east-1,Sku=t3.micro}"
+            dist(vec![f64::INFINITY], vec![1.0]),
+            Err(Invalid::Value(f64::INFINITY))
         );
-        d.dimensions.clear();
-        assert_eq!(d.to_string(), "PluginHealthy");
     }
 }

@@ -6,8 +6,8 @@ use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
-use super::rules::Datum;
 use super::{MetricSink, PutError};
+use crate::metric::{Metric, Value};
 
 /// Sends to Amazon CloudWatch through the AWS SDK.
 pub struct CloudWatchSink {
@@ -21,7 +21,7 @@ impl CloudWatchSink {
 }
 
 impl MetricSink for CloudWatchSink {
-    async fn put(&self, namespace: &str, batch: &[Datum]) -> Result<(), PutError> {
+    async fn put(&self, namespace: &str, batch: &[Metric]) -> Result<(), PutError> {
         let data = batch.iter().map(to_metric_datum).collect();
         self.client
             .put_metric_data()
@@ -34,20 +34,27 @@ impl MetricSink for CloudWatchSink {
     }
 }
 
-fn to_metric_datum(d: &Datum) -> MetricDatum {
+fn to_metric_datum(d: &Metric) -> MetricDatum {
     let dimensions = d
         .dimensions
         .iter()
         .map(|(k, v)| Dimension::builder().name(k).value(v).build())
         .collect();
-    MetricDatum::builder()
+    let datum = MetricDatum::builder()
         .metric_name(&d.name)
         .set_dimensions(Some(dimensions))
-        .value(d.value)
         .unit(StandardUnit::from(d.unit.as_str()))
         .timestamp(DateTime::from(d.timestamp))
-        .storage_resolution(60)
-        .build()
+        .storage_resolution(60);
+    // A gauge's reading and a counter's increase are both one value; CloudWatch's Sum of
+    // the increases is the count over any period.
+    match &d.value {
+        Value::Gauge(v) | Value::Counter(v) => datum.value(*v),
+        Value::Distribution { values, counts } => datum
+            .set_values(Some(values.clone()))
+            .set_counts(Some(counts.clone())),
+    }
+    .build()
 }
 
 /// Sorts SDK errors into retry, split-and-drop, or give up for now.
@@ -85,8 +92,8 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+    use crate::metric::{Unit, Value};
     use crate::sinks::cloudwatch::batch;
-    use crate::sinks::cloudwatch::rules::Unit;
     use crate::sinks::cloudwatch::tests::{data, datum};
 
     /// Records the serialized PutMetricData body's size and Content-Encoding, then stops the
@@ -121,7 +128,7 @@ mod tests {
     }
 
     /// What the real SDK puts on the wire for `batch`: body size and Content-Encoding.
-    async fn wire(batch: &[Datum], compress: bool) -> Seen {
+    async fn wire(batch: &[Metric], compress: bool) -> Seen {
         use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
         let probe = Wire::default();
         let conf = aws_sdk_cloudwatch::Config::builder()
@@ -138,13 +145,13 @@ mod tests {
     }
 
     /// The CBOR body before compression.
-    async fn wire_size(batch: &[Datum]) -> usize {
+    async fn wire_size(batch: &[Metric]) -> usize {
         wire(batch, false).await.0
     }
 
     const NS_MAX: &str = "FinFocus/Plugins";
 
-    fn estimate(batch: &[Datum]) -> usize {
+    fn estimate(batch: &[Metric]) -> usize {
         batch::request_overhead(NS_MAX) + batch.iter().map(batch::encoded_size).sum::<usize>()
     }
 
@@ -153,7 +160,7 @@ mod tests {
         let mut d = datum(0, SystemTime::now());
         d.name = "n".repeat(255);
         d.unit = Unit::Milliseconds;
-        d.value = -1.234_567_890_123e300;
+        d.value = Value::Gauge(-1.234_567_890_123e300);
         d.dimensions = (0..30)
             .map(|i| (format!("{i:0>255}"), "v".repeat(1024)))
             .collect();
@@ -165,14 +172,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_size_bound_holds_for_the_widest_distributions() {
+        let mut d = datum(0, SystemTime::now());
+        d.name = "n".repeat(255);
+        d.value = Value::Distribution {
+            values: (0..150)
+                .map(|i| -1.234_567_890_123e300 / f64::from(i + 1))
+                .collect(),
+            counts: (0..150).map(|i| 1.0e300 / f64::from(i + 1)).collect(),
+        };
+        let batch = vec![d; 40];
+        let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
+        assert!(wire <= bound, "wire {wire} > bound {bound}");
+        assert!(bound * 100 <= wire * 110, "wire {wire}, bound {bound}");
+    }
+
+    #[tokio::test]
     async fn the_size_bound_holds_for_a_full_batch_of_agent_datums() {
-        let batch: Vec<Datum> = (0..1000)
+        let batch: Vec<Metric> = (0..1000)
             .map(|i| {
                 let mut d = datum(i, SystemTime::now());
                 d.name = "ProjectedMonthlyCost".into();
                 d.dimensions.insert("ResourceType".into(), "ec2".into());
                 d.dimensions.insert("Sku".into(), "m5.large".into());
-                d.value = 70.08 + i as f64;
+                d.value = Value::Gauge(70.08 + i as f64);
                 d
             })
             .collect();
@@ -190,6 +213,19 @@ mod tests {
         let (size, encoding) = wire(&batch, true).await;
         assert_eq!(encoding.as_deref(), Some("gzip"));
         assert!(size * 3 < plain, "gzip {size} vs plain {plain}");
+    }
+
+    #[test]
+    fn a_distribution_goes_out_as_values_and_counts() {
+        let mut d = datum(7, SystemTime::now());
+        d.value = Value::Distribution {
+            values: vec![0.25, 1.0],
+            counts: vec![3.0, 1.0],
+        };
+        let m = to_metric_datum(&d);
+        assert_eq!(m.value(), None);
+        assert_eq!(m.values(), [0.25, 1.0]);
+        assert_eq!(m.counts(), [3.0, 1.0]);
     }
 
     #[test]

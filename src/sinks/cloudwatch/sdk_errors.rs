@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::sinks::cloudwatch::rules::{Datum, Unit};
+use crate::metric::{Metric, Unit, Value};
 use crate::sinks::cloudwatch::sdk::CloudWatchSink;
 use crate::sinks::cloudwatch::{PublishReport, Publisher, RetryPolicy};
 use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
@@ -149,11 +149,11 @@ impl FakeCloudWatch {
     }
 }
 
-fn datum(name: &str, i: usize) -> Datum {
-    Datum {
+fn datum(name: &str, i: usize) -> Metric {
+    Metric {
         name: name.into(),
         dimensions: BTreeMap::from([("Region".into(), format!("us-east-{i}"))]),
-        value: i as f64,
+        value: Value::Gauge(i as f64),
         unit: Unit::None,
         timestamp: SystemTime::now(),
     }
@@ -168,7 +168,10 @@ fn policy(min_attempt: Duration) -> RetryPolicy {
     }
 }
 
-async fn publish_through(answers: Vec<Answer>, batch: Vec<Datum>) -> (PublishReport, usize, usize) {
+async fn publish_through(
+    answers: Vec<Answer>,
+    batch: Vec<Metric>,
+) -> (PublishReport, usize, usize) {
     let fake = FakeCloudWatch::start(answers).await;
     let mut publisher = Publisher::new(
         fake.sink(),

@@ -1,4 +1,4 @@
-//! Turns collected samples into CloudWatch datums. Pure: no I/O, no clock.
+//! Turns collected samples into metrics. Pure: no I/O, no clock.
 //!
 //! This is where metric names, units and dimensions are decided, so it is the file to read
 //! (and the table in README.md is the one to update) when the published shape changes.
@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::sinks::cloudwatch::rules::{Datum, Unit};
+use crate::metric::{Metric, Unit, Value};
 use crate::sources::plugins::sample::Sample;
 
 pub const PLUGIN_HEALTHY: &str = "PluginHealthy";
@@ -21,10 +21,10 @@ pub const QUEUE_DEPTH: &str = "QueueDepth";
 pub const PUBLISH_FAILURES: &str = "PublishFailures";
 
 /// All datums of one cycle carry the cycle's `timestamp`, so a dashboard lines them up.
-pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Datum> {
+pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Metric> {
     let mut out = Vec::with_capacity(samples.len() * 2);
-    let mut push = |name: &str, dims: BTreeMap<String, String>, value: f64, unit: Unit| {
-        out.push(Datum {
+    let mut push = |name: &str, dims: BTreeMap<String, String>, value: Value, unit: Unit| {
+        out.push(Metric {
             name: name.to_string(),
             dimensions: dims,
             value,
@@ -43,14 +43,14 @@ pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Datum> {
                 push(
                     PLUGIN_HEALTHY,
                     dims.clone(),
-                    if *healthy { 1.0 } else { 0.0 },
+                    Value::Gauge(if *healthy { 1.0 } else { 0.0 }),
                     Unit::None,
                 );
                 if let Some(latency) = latency {
                     push(
                         HEALTH_CHECK_LATENCY,
                         dims,
-                        latency.as_secs_f64() * 1000.0,
+                        Value::Gauge(latency.as_secs_f64() * 1000.0),
                         Unit::Milliseconds,
                     );
                 }
@@ -69,19 +69,24 @@ pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Datum> {
                 push(
                     PROJECTED_MONTHLY_COST,
                     dims.clone(),
-                    *monthly_cost,
+                    Value::Gauge(*monthly_cost),
                     Unit::None,
                 );
-                push(UNIT_PRICE, dims.clone(), *unit_price, Unit::None);
+                push(
+                    UNIT_PRICE,
+                    dims.clone(),
+                    Value::Gauge(*unit_price),
+                    Unit::None,
+                );
                 if let Some(grams) = carbon_grams {
-                    push(CARBON_FOOTPRINT, dims, *grams, Unit::None);
+                    push(CARBON_FOOTPRINT, dims, Value::Gauge(*grams), Unit::None);
                 }
             }
             Sample::CostErrors { region, count } => {
                 push(
                     COST_QUERY_ERRORS,
                     region_dims(region),
-                    f64::from(*count),
+                    Value::Counter(f64::from(*count)),
                     Unit::Count,
                 );
             }
@@ -97,17 +102,27 @@ pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Datum> {
                 push(
                     CYCLE_DURATION,
                     dims.clone(),
-                    duration.as_secs_f64() * 1000.0,
+                    Value::Gauge(duration.as_secs_f64() * 1000.0),
                     Unit::Milliseconds,
                 );
                 push(
                     DATUMS_PUBLISHED,
                     dims.clone(),
-                    *published as f64,
+                    Value::Counter(*published as f64),
                     Unit::Count,
                 );
-                push(QUEUE_DEPTH, dims.clone(), *queued as f64, Unit::Count);
-                push(PUBLISH_FAILURES, dims, *failed_calls as f64, Unit::Count);
+                push(
+                    QUEUE_DEPTH,
+                    dims.clone(),
+                    Value::Gauge(*queued as f64),
+                    Unit::Count,
+                );
+                push(
+                    PUBLISH_FAILURES,
+                    dims,
+                    Value::Counter(*failed_calls as f64),
+                    Unit::Count,
+                );
             }
         }
     }
@@ -121,6 +136,7 @@ fn region_dims(region: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::cloudwatch::rules::check;
     use std::time::Duration;
 
     fn ts() -> SystemTime {
@@ -134,8 +150,8 @@ mod tests {
             .collect()
     }
 
-    fn d(name: &str, pairs: &[(&str, &str)], value: f64, unit: Unit) -> Datum {
-        Datum {
+    fn d(name: &str, pairs: &[(&str, &str)], value: Value, unit: Unit) -> Metric {
+        Metric {
             name: name.into(),
             dimensions: dims(pairs),
             value,
@@ -157,11 +173,16 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                d(PLUGIN_HEALTHY, &[("Region", "us-east-1")], 1.0, Unit::None),
+                d(
+                    PLUGIN_HEALTHY,
+                    &[("Region", "us-east-1")],
+                    Value::Gauge(1.0),
+                    Unit::None
+                ),
                 d(
                     HEALTH_CHECK_LATENCY,
                     &[("Region", "us-east-1")],
-                    2.5,
+                    Value::Gauge(2.5),
                     Unit::Milliseconds
                 ),
             ]
@@ -183,7 +204,7 @@ mod tests {
             vec![d(
                 PLUGIN_HEALTHY,
                 &[("Region", "us-west-1")],
-                0.0,
+                Value::Gauge(0.0),
                 Unit::None
             )]
         );
@@ -200,8 +221,8 @@ mod tests {
             ts(),
         );
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].value, 0.0);
-        assert_eq!(out[1].value, 3.0);
+        assert_eq!(out[0].value, Value::Gauge(0.0));
+        assert_eq!(out[1].value, Value::Gauge(3.0));
     }
 
     #[test]
@@ -225,9 +246,14 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                d(PROJECTED_MONTHLY_COST, &dims, 7.592, Unit::None),
-                d(UNIT_PRICE, &dims, 0.0104, Unit::None),
-                d(CARBON_FOOTPRINT, &dims, 3507.6, Unit::None),
+                d(
+                    PROJECTED_MONTHLY_COST,
+                    &dims,
+                    Value::Gauge(7.592),
+                    Unit::None
+                ),
+                d(UNIT_PRICE, &dims, Value::Gauge(0.0104), Unit::None),
+                d(CARBON_FOOTPRINT, &dims, Value::Gauge(3507.6), Unit::None),
             ]
         );
     }
@@ -247,7 +273,7 @@ mod tests {
         );
         let names: Vec<_> = out.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, [PROJECTED_MONTHLY_COST, UNIT_PRICE]);
-        assert!(out.iter().all(|d| d.value == 0.0));
+        assert!(out.iter().all(|d| d.value == Value::Gauge(0.0)));
     }
 
     #[test]
@@ -264,7 +290,7 @@ mod tests {
             vec![d(
                 COST_QUERY_ERRORS,
                 &[("Region", "ap-south-1")],
-                2.0,
+                Value::Counter(2.0),
                 Unit::Count
             )]
         );
@@ -305,10 +331,15 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                d(CYCLE_DURATION, &dims, 812.5, Unit::Milliseconds),
-                d(DATUMS_PUBLISHED, &dims, 97.0, Unit::Count),
-                d(QUEUE_DEPTH, &dims, 3.0, Unit::Count),
-                d(PUBLISH_FAILURES, &dims, 2.0, Unit::Count),
+                d(
+                    CYCLE_DURATION,
+                    &dims,
+                    Value::Gauge(812.5),
+                    Unit::Milliseconds
+                ),
+                d(DATUMS_PUBLISHED, &dims, Value::Counter(97.0), Unit::Count),
+                d(QUEUE_DEPTH, &dims, Value::Gauge(3.0), Unit::Count),
+                d(PUBLISH_FAILURES, &dims, Value::Counter(2.0), Unit::Count),
             ]
         );
     }
@@ -328,7 +359,7 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert!(
             out.iter()
-                .all(|d| d.value == 0.0 && d.validate(ts()).is_ok())
+                .all(|d| d.value.number() == 0.0 && check(d, ts()).is_ok())
         );
     }
 
