@@ -12,14 +12,14 @@ use tracing::info;
 use crate::config::Config;
 use crate::logging;
 use crate::metric::Metric;
+use crate::self_metrics;
 use crate::sinks::cloudwatch::{MetricSink, PublishReport, Publisher, RetryPolicy};
+use crate::sources::Source;
 use crate::sources::plugins::Collector;
-use crate::sources::plugins::sample::Sample;
-use crate::sources::plugins::transform;
 use crate::stats::{SharedStats, Stats};
 
 pub struct Agent<S> {
-    collector: Collector,
+    source: Source,
     publisher: Publisher<S>,
     stats: SharedStats,
     /// The Agent dimension, when SELF_METRICS is on.
@@ -30,16 +30,22 @@ pub struct Agent<S> {
 
 impl<S: MetricSink> Agent<S> {
     pub fn new(config: &Config, sink: S) -> Self {
+        let publisher = Publisher::new(
+            sink,
+            config.namespace.clone(),
+            config.queue_max_datums,
+            RetryPolicy::default(),
+        );
+        let source = Source::Plugins(Box::new(Collector::new(config)));
+        Self::from_parts(source, publisher, config.self_metrics.clone())
+    }
+
+    fn from_parts(source: Source, publisher: Publisher<S>, self_metrics: Option<String>) -> Self {
         Agent {
-            collector: Collector::new(config),
-            publisher: Publisher::new(
-                sink,
-                config.namespace.clone(),
-                config.queue_max_datums,
-                RetryPolicy::default(),
-            ),
+            source,
+            publisher,
             stats: Stats::shared(SystemTime::now()),
-            self_metrics: config.self_metrics.clone(),
+            self_metrics,
             self_datums: Vec::new(),
         }
     }
@@ -55,9 +61,9 @@ impl<S: MetricSink> Agent<S> {
     pub async fn run_cycle(&mut self, deadline: Instant) -> PublishReport {
         let started = Instant::now();
         let timestamp = whole_second(SystemTime::now());
-        let mut collection = self.collector.collect().await;
+        let mut collection = self.source.collect(timestamp).await;
         let collect_time = started.elapsed();
-        let mut datums = transform::to_datums(&collection.samples, timestamp);
+        let mut datums = std::mem::take(&mut collection.metrics);
         let collected = datums.len();
         datums.append(&mut self.self_datums);
         let publish = self.publisher.publish(datums, deadline).await;
@@ -72,10 +78,10 @@ impl<S: MetricSink> Agent<S> {
         );
         info!(
             cycle_timestamp = %humantime::format_rfc3339(timestamp),
-            targets = collection.targets,
-            healthy = collection.healthy,
-            unhealthy = collection.unhealthy,
-            cost_errors = collection.cost_errors,
+            targets = collection.summary.targets,
+            healthy = collection.summary.healthy,
+            unhealthy = collection.summary.unhealthy,
+            cost_errors = collection.summary.errors,
             datums = collected,
             published = publish.published,
             calls = publish.calls,
@@ -87,14 +93,7 @@ impl<S: MetricSink> Agent<S> {
         );
         logging::report_dropped();
         if let Some(agent) = &self.self_metrics {
-            let cycle = Sample::Cycle {
-                agent: agent.clone(),
-                duration,
-                published: publish.published,
-                queued: publish.queued,
-                failed_calls: publish.failed_calls,
-            };
-            self.self_datums = transform::to_datums(&[cycle], timestamp);
+            self.self_datums = self_metrics::of_cycle(agent, duration, &publish, timestamp);
         }
         publish
     }
@@ -131,4 +130,122 @@ impl<S: MetricSink> Agent<S> {
 fn whole_second(t: SystemTime) -> SystemTime {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::sinks::cloudwatch::PutError;
+    use crate::sinks::cloudwatch::tests::{FakeSink, data, fast};
+    use crate::sources::{Collected, Summary, TargetStatus};
+
+    pub(crate) fn collected(range: std::ops::Range<usize>) -> Collected {
+        Collected {
+            metrics: data(range),
+            statuses: vec![TargetStatus {
+                base_url: "http://127.0.0.1:8001".into(),
+                region: Some("us-east-1".into()),
+                up: true,
+                latency: Some(Duration::from_millis(2)),
+            }],
+            summary: Summary {
+                targets: 1,
+                healthy: 1,
+                ..Summary::default()
+            },
+        }
+    }
+
+    /// An agent over a fake source that hands out `cycles` and a fake sink the test keeps.
+    pub(crate) fn fake_agent(
+        cycles: Vec<Collected>,
+        sink: FakeSink,
+        self_metrics: Option<&str>,
+    ) -> (Agent<Arc<FakeSink>>, Arc<FakeSink>) {
+        let sink = Arc::new(sink);
+        let publisher = Publisher::new(sink.clone(), "Test/Agent".into(), 100, fast());
+        let source = Source::Fake(VecDeque::from(cycles));
+        let agent = Agent::from_parts(source, publisher, self_metrics.map(str::to_string));
+        (agent, sink)
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    fn accepted(sink: &FakeSink) -> Vec<Metric> {
+        sink.accepted.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_cycle_publishes_what_the_source_collected_stamped_with_the_cycle() {
+        let (mut agent, sink) = fake_agent(vec![collected(0..3)], FakeSink::default(), None);
+        let before = SystemTime::now();
+        let report = agent.run_cycle(soon()).await;
+        let after = SystemTime::now();
+        assert_eq!((report.published, report.calls, report.queued), (3, 1, 0));
+        let got = accepted(&sink);
+        assert_eq!(got.len(), 3);
+        let stamp = got[0].timestamp;
+        assert!(got.iter().all(|m| m.timestamp == stamp));
+        // The whole second the cycle started in.
+        assert!(stamp + Duration::from_secs(1) > before && stamp <= after);
+        let stats = agent.stats().lock().unwrap().clone();
+        assert_eq!(
+            (stats.cycles, stats.datums_collected, stats.datums_published),
+            (1, 3, 3)
+        );
+        assert_eq!(stats.targets.len(), 1);
+        assert_eq!(stats.last_success_cycle, Some(stamp));
+    }
+
+    #[tokio::test]
+    async fn self_metrics_ride_with_the_next_publish_under_their_own_cycles_time() {
+        let (mut agent, sink) = fake_agent(
+            vec![collected(0..2), collected(2..4)],
+            FakeSink::default(),
+            Some("a"),
+        );
+        agent.run_cycle(soon()).await;
+        let first_stamp = accepted(&sink)[0].timestamp;
+        assert_eq!(agent.queued(), 4, "the first cycle's self metrics wait");
+        let report = agent.run_cycle(soon()).await;
+        assert_eq!(report.published, 2 + 4);
+        let own: Vec<Metric> = accepted(&sink)
+            .into_iter()
+            .filter(|m| m.dimensions.contains_key("Agent"))
+            .collect();
+        assert_eq!(own.len(), 4);
+        assert!(own.iter().all(|m| m.timestamp == first_stamp));
+        // The second cycle's wait for the flush.
+        let flushed = agent.flush(soon()).await;
+        assert_eq!((flushed.published, agent.queued()), (4, 0));
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_is_sent_first_next_cycle_with_its_timestamps() {
+        let sink = FakeSink::scripted(vec![Err(PutError::Failed("AccessDenied".into()))]);
+        let (mut agent, sink) = fake_agent(vec![collected(0..2), collected(10..12)], sink, None);
+        let first = agent.run_cycle(soon()).await;
+        assert!(first.failed);
+        assert_eq!((first.published, first.queued, agent.queued()), (0, 2, 2));
+        let stats = agent.stats().lock().unwrap().clone();
+        assert_eq!((stats.cycles_failed, stats.last_success_cycle), (1, None));
+        let second = agent.run_cycle(soon()).await;
+        assert_eq!((second.published, second.queued), (4, 0));
+        let values: Vec<f64> = accepted(&sink).iter().map(|m| m.value.number()).collect();
+        assert_eq!(values, [0.0, 1.0, 10.0, 11.0]);
+    }
+
+    #[tokio::test]
+    async fn flush_with_nothing_waiting_sends_nothing() {
+        let (mut agent, sink) = fake_agent(vec![], FakeSink::default(), None);
+        let report = agent.flush(soon()).await;
+        assert_eq!(report.calls, 0);
+        assert!(accepted(&sink).is_empty());
+    }
 }

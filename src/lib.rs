@@ -21,6 +21,7 @@ mod logging;
 mod metric;
 pub mod run;
 mod scheduler;
+mod self_metrics;
 mod shutdown;
 mod sinks;
 mod sources;

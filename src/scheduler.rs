@@ -163,6 +163,57 @@ async fn tick<S: MetricSink>(agent: &Mutex<Agent<S>>, schedule: &Schedule, stats
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::tests::{collected, fake_agent};
+    use crate::sinks::cloudwatch::tests::FakeSink;
+
+    /// The scheduler over a fake source and sink, stopped by signals from a channel: the
+    /// exit, and what the sink received.
+    async fn scheduled(
+        sink: FakeSink,
+        shutdown_timeout: Duration,
+        signals: &[i32],
+    ) -> (Exit, usize) {
+        let (agent, sink) = fake_agent(vec![collected(0..3)], sink, Some("a"));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut shutdown = Shutdown::from_channel(rx);
+        // Yearly: only the cycle at start runs.
+        let schedule = Schedule::parse("0 0 0 1 1 *").unwrap();
+        let run = tokio::spawn(async move {
+            run_scheduled(agent, schedule, &mut shutdown, shutdown_timeout).await
+        });
+        // The cycle at start has reached the sink.
+        while sink.calls.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for signal in signals {
+            tx.send(*signal).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let exit = run.await.unwrap().unwrap();
+        let accepted = sink.accepted.lock().unwrap().len();
+        (exit, accepted)
+    }
+
+    #[tokio::test]
+    async fn the_drain_flushes_the_last_self_metrics_and_exits_0() {
+        let (exit, accepted) = scheduled(FakeSink::default(), Duration::from_secs(5), &[15]).await;
+        assert_eq!(exit, Exit::Ok);
+        assert_eq!(accepted, 3 + 4);
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_cannot_deliver_exits_1() {
+        let sink = FakeSink::always_failing();
+        let (exit, accepted) = scheduled(sink, Duration::from_millis(300), &[15]).await;
+        assert_eq!((exit, accepted), (Exit::Failed, 0));
+    }
+
+    #[tokio::test]
+    async fn a_second_signal_during_a_hung_drain_exits_at_once() {
+        let sink = FakeSink::hanging();
+        let (exit, _) = scheduled(sink, Duration::from_secs(60), &[15, 2]).await;
+        assert_eq!(exit, Exit::Signal(2));
+    }
 
     #[test]
     fn a_cycle_stops_before_the_next_tick() {

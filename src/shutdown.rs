@@ -5,20 +5,35 @@
 //! once. SIGHUP (a closed terminal, or `kill -HUP` from habit) would otherwise end the
 //! process without a flush; the agent has no configuration to reload, so it stops cleanly.
 
-use futures_util::StreamExt;
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
+/// Signal numbers as they arrive: the process's own, or a test's.
 pub struct Shutdown {
-    signals: Signals,
+    signals: Pin<Box<dyn Stream<Item = i32> + Send>>,
 }
 
 impl Shutdown {
     /// Installs the handlers; from here on the signals no longer kill the process.
     pub fn install() -> std::io::Result<Self> {
         Ok(Shutdown {
-            signals: Signals::new([SIGTERM, SIGINT, SIGHUP])?,
+            signals: Box::pin(Signals::new([SIGTERM, SIGINT, SIGHUP])?),
         })
+    }
+
+    /// Signals sent through a channel instead of by the kernel, so the scheduler's drain is
+    /// tested without touching the test process's own handlers.
+    #[cfg(test)]
+    pub fn from_channel(rx: tokio::sync::mpsc::UnboundedReceiver<i32>) -> Self {
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|signal| (signal, rx))
+        });
+        Shutdown {
+            signals: Box::pin(stream),
+        }
     }
 
     /// Waits for the next signal and returns its number.

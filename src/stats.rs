@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Ticks;
 use crate::sinks::cloudwatch::PublishReport;
-use crate::sources::plugins::TargetStatus;
+use crate::sources::TargetStatus;
 
 /// The stats as the cycle and the listener share them.
 pub type SharedStats = Arc<Mutex<Stats>>;

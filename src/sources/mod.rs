@@ -1,1 +1,68 @@
+//! Where metrics come from. Each source owns its kind of input end to end (its client, its
+//! syntax, its pure conversion into [`Metric`]s) and hands the agent what any source can:
+//! metrics, how each of its targets answered, and counts for the cycle's log line.
+
 pub mod plugins;
+
+use std::time::{Duration, SystemTime};
+
+use crate::metric::Metric;
+
+/// How one target answered this cycle; the agent's /metrics shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetStatus {
+    /// Where the target is (its base URL).
+    pub base_url: String,
+    /// The region it serves; None while no plugin has said.
+    pub region: Option<String>,
+    pub up: bool,
+    pub latency: Option<Duration>,
+}
+
+/// What a source collected in one cycle.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Collected {
+    /// Stamped with the cycle's timestamp.
+    pub metrics: Vec<Metric>,
+    /// One per target, in configuration order.
+    pub statuses: Vec<TargetStatus>,
+    pub summary: Summary,
+}
+
+/// The counts the cycle's log line reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub targets: usize,
+    /// Targets that answered and were published as healthy.
+    pub healthy: usize,
+    /// Targets published as unhealthy.
+    pub unhealthy: usize,
+    /// Queries that failed on targets that were up (a plugin's cost queries).
+    pub errors: u32,
+}
+
+/// The agent's source, chosen at start from the configuration.
+pub enum Source {
+    /// Boxed: the collector holds the plugin client and the basket, and the enum is moved.
+    Plugins(Box<plugins::Collector>),
+    /// Hands out prepared collections, one a cycle, stamped with the cycle's time (tests).
+    #[cfg(test)]
+    Fake(std::collections::VecDeque<Collected>),
+}
+
+impl Source {
+    /// Collects one cycle's metrics, stamped `timestamp`.
+    pub async fn collect(&mut self, timestamp: SystemTime) -> Collected {
+        match self {
+            Source::Plugins(collector) => collector.collect(timestamp).await,
+            #[cfg(test)]
+            Source::Fake(script) => {
+                let mut next = script.pop_front().unwrap_or_default();
+                for m in &mut next.metrics {
+                    m.timestamp = timestamp;
+                }
+                next
+            }
+        }
+    }
+}

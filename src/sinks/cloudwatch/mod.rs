@@ -230,7 +230,7 @@ impl<S: MetricSink> Publisher<S> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::metric::{Unit, Value};
     use std::collections::{BTreeMap, VecDeque};
@@ -239,14 +239,17 @@ pub(super) mod tests {
     /// Answers from a script first, then by rule: a batch holding a datum named "Poison" is
     /// rejected, anything else accepted. Records every accepted datum.
     #[derive(Default)]
-    struct FakeSink {
+    pub(crate) struct FakeSink {
         script: Mutex<VecDeque<Result<(), PutError>>>,
         always: Option<PutError>,
-        accepted: Mutex<Vec<Metric>>,
+        /// Never answers, like a PutMetricData that hangs.
+        hang: bool,
+        pub(crate) accepted: Mutex<Vec<Metric>>,
+        pub(crate) calls: AtomicUsize,
     }
 
     impl FakeSink {
-        fn scripted(script: Vec<Result<(), PutError>>) -> Self {
+        pub(crate) fn scripted(script: Vec<Result<(), PutError>>) -> Self {
             FakeSink {
                 script: Mutex::new(script.into()),
                 ..FakeSink::default()
@@ -255,6 +258,15 @@ pub(super) mod tests {
         fn always(e: PutError) -> Self {
             FakeSink {
                 always: Some(e),
+                ..FakeSink::default()
+            }
+        }
+        pub(crate) fn always_failing() -> Self {
+            Self::always(PutError::Failed("AccessDenied".into()))
+        }
+        pub(crate) fn hanging() -> Self {
+            FakeSink {
+                hang: true,
                 ..FakeSink::default()
             }
         }
@@ -270,6 +282,10 @@ pub(super) mod tests {
 
     impl MetricSink for FakeSink {
         async fn put(&self, _namespace: &str, batch: &[Metric]) -> Result<(), PutError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
             if let Some(answer) = self.script.lock().unwrap().pop_front() {
                 answer?;
             } else if let Some(e) = &self.always {
@@ -283,7 +299,14 @@ pub(super) mod tests {
         }
     }
 
-    fn fast() -> RetryPolicy {
+    /// Shared, so a test keeps a handle on what the publisher's sink received.
+    impl MetricSink for std::sync::Arc<FakeSink> {
+        async fn put(&self, namespace: &str, batch: &[Metric]) -> Result<(), PutError> {
+            self.as_ref().put(namespace, batch).await
+        }
+    }
+
+    pub(crate) fn fast() -> RetryPolicy {
         RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
@@ -292,7 +315,7 @@ pub(super) mod tests {
         }
     }
 
-    pub(super) fn datum(i: usize, at: SystemTime) -> Metric {
+    pub(crate) fn datum(i: usize, at: SystemTime) -> Metric {
         Metric {
             name: "PluginHealthy".into(),
             dimensions: BTreeMap::from([("Region".into(), format!("r-{i}"))]),
@@ -302,7 +325,7 @@ pub(super) mod tests {
         }
     }
 
-    pub(super) fn data(range: std::ops::Range<usize>) -> Vec<Metric> {
+    pub(crate) fn data(range: std::ops::Range<usize>) -> Vec<Metric> {
         let now = SystemTime::now();
         range.map(|i| datum(i, now)).collect()
     }

@@ -13,7 +13,7 @@ pub mod sample;
 pub mod transform;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
@@ -26,6 +26,8 @@ use basket::Resource;
 use client::{CallError, Health, PluginClient, ProjectedCost};
 use region_memory::{CONFIRM_CYCLES, Decision, Event, Memory};
 use sample::Sample;
+
+use crate::sources::{Collected, Summary, TargetStatus};
 
 /// Cost queries one target is asked at once: a large basket must not open a connection per
 /// entry to one plugin.
@@ -73,28 +75,12 @@ pub struct Probe {
     pub costs: Vec<Result<ProjectedCost, CallError>>,
 }
 
-/// How one target answered its health probe this cycle; the agent's /metrics shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TargetStatus {
-    pub base_url: String,
-    /// None for a discovered port no plugin has answered on yet.
-    pub region: Option<String>,
-    pub up: bool,
-    pub latency: Option<Duration>,
-}
-
-/// What one cycle of collection produced.
+/// What one cycle of collection produced, before the transform.
 #[derive(Debug, Default)]
-pub struct Collection {
-    pub samples: Vec<Sample>,
-    /// One per target, in configuration order.
-    pub statuses: Vec<TargetStatus>,
-    pub targets: usize,
-    /// Targets that were healthy and have a region.
-    pub healthy: usize,
-    /// Targets published as unhealthy.
-    pub unhealthy: usize,
-    pub cost_errors: u32,
+struct Collection {
+    samples: Vec<Sample>,
+    statuses: Vec<TargetStatus>,
+    summary: Summary,
 }
 
 pub struct Collector {
@@ -119,7 +105,7 @@ impl Collector {
 
     /// Probes all targets at once; each has TARGET_TIMEOUT for all its requests, so the
     /// whole collection lasts as long as the slowest target and never longer than that.
-    pub async fn collect(&mut self) -> Collection {
+    pub async fn collect(&mut self, timestamp: SystemTime) -> Collected {
         let deadline = Instant::now() + self.timeout;
         let no_memory = Memory::default();
         let probes = join_all(self.targets.iter().map(|t| {
@@ -128,10 +114,8 @@ impl Collector {
         }))
         .await;
 
-        let mut out = Collection {
-            targets: self.targets.len(),
-            ..Collection::default()
-        };
+        let mut out = Collection::default();
+        out.summary.targets = self.targets.len();
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         let mut answered = 0;
         for (target, (probe, decision)) in self.targets.iter().zip(probes) {
@@ -171,7 +155,11 @@ impl Collector {
                 "no plugin answered on any port; nothing but self metrics to publish. Fix: check PLUGIN_HOST and PLUGIN_PORTS, and that the plugins run"
             );
         }
-        out
+        Collected {
+            metrics: transform::to_metrics(&out.samples, timestamp),
+            statuses: out.statuses,
+            summary: out.summary,
+        }
     }
 }
 
@@ -228,12 +216,12 @@ fn collect_target(
         latency: health.latency,
     });
     if !health.healthy {
-        out.unhealthy += 1;
+        out.summary.unhealthy += 1;
         let error = health.error.map(|e| e.to_string()).unwrap_or_default();
         warn!(%region, target = %target.base_url, %error, "plugin unhealthy");
         return;
     }
-    out.healthy += 1;
+    out.summary.healthy += 1;
     if let Some(e) = info_error {
         warn!(%region, target = %target.base_url, error = %e, "GetPluginInfo failed; using the last known or configured region");
     }
@@ -262,7 +250,7 @@ fn collect_target(
             }
         }
     }
-    out.cost_errors += errors;
+    out.summary.errors += errors;
     // With cost queries off (COST_RESOURCES=none) a count of 0 would be a paid metric per
     // region that can never say anything.
     if !basket.is_empty() {
@@ -371,8 +359,8 @@ mod tests {
         };
         let mut out = Collection::default();
         collect_target(&mut out, &target(), "us-east-1", probe, &basket());
-        assert_eq!(out.healthy, 1);
-        assert_eq!(out.cost_errors, 1);
+        assert_eq!(out.summary.healthy, 1);
+        assert_eq!(out.summary.errors, 1);
         assert_eq!(
             out.samples,
             vec![
@@ -408,7 +396,7 @@ mod tests {
         };
         let mut out = Collection::default();
         collect_target(&mut out, &target(), "us-east-1", probe, &[]);
-        assert_eq!(out.healthy, 1);
+        assert_eq!(out.summary.healthy, 1);
         assert_eq!(
             out.samples,
             vec![Sample::Health {
@@ -434,7 +422,7 @@ mod tests {
         };
         let mut out = Collection::default();
         collect_target(&mut out, &target(), "us-west-1", probe, &basket());
-        assert_eq!(out.unhealthy, 1);
+        assert_eq!(out.summary.unhealthy, 1);
         assert_eq!(
             out.samples,
             vec![Sample::Health {

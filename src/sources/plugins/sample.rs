@@ -25,16 +25,4 @@ pub enum Sample {
     },
     /// How many basket resources a healthy region failed to price this cycle.
     CostErrors { region: String, count: u32 },
-    /// How one of the agent's own cycles went (SELF_METRICS). Its outcome is known only
-    /// after publishing, so it is published with the next publish, under its own timestamp.
-    Cycle {
-        agent: String,
-        duration: Duration,
-        /// Datums CloudWatch took in the cycle.
-        published: usize,
-        /// Datums waiting in the retry queue after it.
-        queued: usize,
-        /// PutMetricData calls that failed in it, retries included.
-        failed_calls: usize,
-    },
 }

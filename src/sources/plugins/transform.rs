@@ -15,13 +15,9 @@ pub const PROJECTED_MONTHLY_COST: &str = "ProjectedMonthlyCost";
 pub const UNIT_PRICE: &str = "UnitPrice";
 pub const CARBON_FOOTPRINT: &str = "CarbonFootprint";
 pub const COST_QUERY_ERRORS: &str = "CostQueryErrors";
-pub const CYCLE_DURATION: &str = "CycleDuration";
-pub const DATUMS_PUBLISHED: &str = "DatumsPublished";
-pub const QUEUE_DEPTH: &str = "QueueDepth";
-pub const PUBLISH_FAILURES: &str = "PublishFailures";
 
 /// All datums of one cycle carry the cycle's `timestamp`, so a dashboard lines them up.
-pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Metric> {
+pub fn to_metrics(samples: &[Sample], timestamp: SystemTime) -> Vec<Metric> {
     let mut out = Vec::with_capacity(samples.len() * 2);
     let mut push = |name: &str, dims: BTreeMap<String, String>, value: Value, unit: Unit| {
         out.push(Metric {
@@ -90,40 +86,6 @@ pub fn to_datums(samples: &[Sample], timestamp: SystemTime) -> Vec<Metric> {
                     Unit::Count,
                 );
             }
-            Sample::Cycle {
-                agent,
-                duration,
-                published,
-                queued,
-                failed_calls,
-            } => {
-                // One dimension only: each self metric is one custom metric per agent.
-                let dims = BTreeMap::from([("Agent".to_string(), agent.clone())]);
-                push(
-                    CYCLE_DURATION,
-                    dims.clone(),
-                    Value::Gauge(duration.as_secs_f64() * 1000.0),
-                    Unit::Milliseconds,
-                );
-                push(
-                    DATUMS_PUBLISHED,
-                    dims.clone(),
-                    Value::Counter(*published as f64),
-                    Unit::Count,
-                );
-                push(
-                    QUEUE_DEPTH,
-                    dims.clone(),
-                    Value::Gauge(*queued as f64),
-                    Unit::Count,
-                );
-                push(
-                    PUBLISH_FAILURES,
-                    dims,
-                    Value::Counter(*failed_calls as f64),
-                    Unit::Count,
-                );
-            }
         }
     }
     out
@@ -136,7 +98,6 @@ fn region_dims(region: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::cloudwatch::rules::check;
     use std::time::Duration;
 
     fn ts() -> SystemTime {
@@ -162,7 +123,7 @@ mod tests {
 
     #[test]
     fn healthy_region_gives_health_and_latency_in_milliseconds() {
-        let out = to_datums(
+        let out = to_metrics(
             &[Sample::Health {
                 region: "us-east-1".into(),
                 healthy: true,
@@ -191,7 +152,7 @@ mod tests {
 
     #[test]
     fn unhealthy_region_without_answer_gives_zero_and_no_latency() {
-        let out = to_datums(
+        let out = to_metrics(
             &[Sample::Health {
                 region: "us-west-1".into(),
                 healthy: false,
@@ -212,7 +173,7 @@ mod tests {
 
     #[test]
     fn unhealthy_region_that_answered_keeps_its_latency() {
-        let out = to_datums(
+        let out = to_metrics(
             &[Sample::Health {
                 region: "eu-west-1".into(),
                 healthy: false,
@@ -227,7 +188,7 @@ mod tests {
 
     #[test]
     fn cost_gives_monthly_cost_unit_price_and_carbon_with_three_dimensions() {
-        let out = to_datums(
+        let out = to_metrics(
             &[Sample::Cost {
                 region: "us-east-1".into(),
                 resource_type: "ec2".into(),
@@ -260,7 +221,7 @@ mod tests {
 
     #[test]
     fn cost_without_carbon_has_no_carbon_datum_and_zero_is_kept() {
-        let out = to_datums(
+        let out = to_metrics(
             &[Sample::Cost {
                 region: "us-east-1".into(),
                 resource_type: "lambda".into(),
@@ -278,7 +239,7 @@ mod tests {
 
     #[test]
     fn cost_errors_are_a_count_per_region() {
-        let out = to_datums(
+        let out = to_metrics(
             &[Sample::CostErrors {
                 region: "ap-south-1".into(),
                 count: 2,
@@ -309,62 +270,14 @@ mod tests {
                 latency: None,
             },
         ];
-        let out = to_datums(&samples, ts());
+        let out = to_metrics(&samples, ts());
         assert!(out.iter().all(|d| d.timestamp == ts()));
         assert_eq!(out[0].name, COST_QUERY_ERRORS);
         assert_eq!(out[1].name, PLUGIN_HEALTHY);
     }
 
     #[test]
-    fn a_cycle_gives_four_self_metrics_under_the_agent_dimension_only() {
-        let out = to_datums(
-            &[Sample::Cycle {
-                agent: "prod-eu".into(),
-                duration: Duration::from_micros(812_500),
-                published: 97,
-                queued: 3,
-                failed_calls: 2,
-            }],
-            ts(),
-        );
-        let dims = [("Agent", "prod-eu")];
-        assert_eq!(
-            out,
-            vec![
-                d(
-                    CYCLE_DURATION,
-                    &dims,
-                    Value::Gauge(812.5),
-                    Unit::Milliseconds
-                ),
-                d(DATUMS_PUBLISHED, &dims, Value::Counter(97.0), Unit::Count),
-                d(QUEUE_DEPTH, &dims, Value::Gauge(3.0), Unit::Count),
-                d(PUBLISH_FAILURES, &dims, Value::Counter(2.0), Unit::Count),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_quiet_cycle_still_reports_its_zeros() {
-        let out = to_datums(
-            &[Sample::Cycle {
-                agent: "a".into(),
-                duration: Duration::ZERO,
-                published: 0,
-                queued: 0,
-                failed_calls: 0,
-            }],
-            ts(),
-        );
-        assert_eq!(out.len(), 4);
-        assert!(
-            out.iter()
-                .all(|d| d.value.number() == 0.0 && check(d, ts()).is_ok())
-        );
-    }
-
-    #[test]
     fn no_samples_no_datums() {
-        assert!(to_datums(&[], ts()).is_empty());
+        assert!(to_metrics(&[], ts()).is_empty());
     }
 }

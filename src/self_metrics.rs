@@ -1,0 +1,101 @@
+//! The agent's own metrics (SELF_METRICS): how each cycle went, under the single dimension
+//! `Agent=AGENT_NAME`. Pure: a cycle's figures in, metrics out.
+//!
+//! A cycle's outcome is known only after it has published, so its self metrics go out with
+//! the next publish (or the shutdown flush), stamped with their own cycle's time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use crate::metric::{Metric, Unit, Value};
+use crate::sinks::cloudwatch::PublishReport;
+
+pub const CYCLE_DURATION: &str = "CycleDuration";
+pub const DATUMS_PUBLISHED: &str = "DatumsPublished";
+pub const QUEUE_DEPTH: &str = "QueueDepth";
+pub const PUBLISH_FAILURES: &str = "PublishFailures";
+
+/// The four self metrics of one cycle that took `duration` and published as `report` says.
+pub fn of_cycle(
+    agent: &str,
+    duration: Duration,
+    report: &PublishReport,
+    timestamp: SystemTime,
+) -> Vec<Metric> {
+    // One dimension only: each self metric is one custom metric per agent.
+    let dims = BTreeMap::from([("Agent".to_string(), agent.to_string())]);
+    let metric = |name: &str, value: Value, unit: Unit| Metric {
+        name: name.to_string(),
+        dimensions: dims.clone(),
+        unit,
+        timestamp,
+        value,
+    };
+    vec![
+        metric(
+            CYCLE_DURATION,
+            Value::Gauge(duration.as_secs_f64() * 1000.0),
+            Unit::Milliseconds,
+        ),
+        metric(
+            DATUMS_PUBLISHED,
+            Value::Counter(report.published as f64),
+            Unit::Count,
+        ),
+        metric(QUEUE_DEPTH, Value::Gauge(report.queued as f64), Unit::Count),
+        metric(
+            PUBLISH_FAILURES,
+            Value::Counter(report.failed_calls as f64),
+            Unit::Count,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::cloudwatch::rules::check;
+
+    fn ts() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    #[test]
+    fn a_cycle_gives_four_self_metrics_under_the_agent_dimension_only() {
+        let report = PublishReport {
+            published: 97,
+            queued: 3,
+            failed_calls: 2,
+            ..PublishReport::default()
+        };
+        let out = of_cycle("prod-eu", Duration::from_micros(812_500), &report, ts());
+        let got: Vec<_> = out
+            .iter()
+            .map(|m| (m.name.as_str(), m.value.clone(), m.unit))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (CYCLE_DURATION, Value::Gauge(812.5), Unit::Milliseconds),
+                (DATUMS_PUBLISHED, Value::Counter(97.0), Unit::Count),
+                (QUEUE_DEPTH, Value::Gauge(3.0), Unit::Count),
+                (PUBLISH_FAILURES, Value::Counter(2.0), Unit::Count),
+            ]
+        );
+        let dims = BTreeMap::from([("Agent".to_string(), "prod-eu".to_string())]);
+        assert!(
+            out.iter()
+                .all(|m| m.dimensions == dims && m.timestamp == ts())
+        );
+    }
+
+    #[test]
+    fn a_quiet_cycle_still_reports_its_zeros() {
+        let out = of_cycle("a", Duration::ZERO, &PublishReport::default(), ts());
+        assert_eq!(out.len(), 4);
+        assert!(
+            out.iter()
+                .all(|m| m.value.number() == 0.0 && check(m, ts()).is_ok())
+        );
+    }
+}
