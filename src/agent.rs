@@ -1,14 +1,16 @@
-//! One cycle of the pipeline: collect from the fleet, transform, publish; its log line, its
-//! entry in the agent's [`Stats`] and, with SELF_METRICS, the agent's own datums.
+//! One cycle of the pipeline: the source collects, the cycle's metrics go into the buffer,
+//! the sink publishes what the buffer holds; the cycle's log line, its entry in the agent's
+//! [`Stats`] and, with SELF_METRICS, the agent's own metrics.
 //!
-//! [`Agent`] owns the pipeline's state (the source's region memory, the sink's queue and the
-//! self datums waiting to go out), so the scheduler only has to hand it a deadline.
+//! [`Agent`] owns the pipeline's state (the source, the buffer and the self metrics waiting
+//! to go out), so the scheduler only has to hand it a deadline.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::logging;
 use crate::metric::Metric;
@@ -20,6 +22,8 @@ use crate::stats::{SharedStats, Stats};
 
 pub struct Agent<S> {
     source: Source,
+    /// What has been collected and not yet delivered; every cycle passes through it.
+    buffer: Buffer,
     publisher: Publisher<S>,
     stats: SharedStats,
     /// The Agent dimension, when SELF_METRICS is on.
@@ -30,19 +34,21 @@ pub struct Agent<S> {
 
 impl<S: MetricSink> Agent<S> {
     pub fn new(config: &Config, sink: S) -> Self {
-        let publisher = Publisher::new(
-            sink,
-            config.namespace.clone(),
-            config.queue_max_datums,
-            RetryPolicy::default(),
-        );
+        let publisher = Publisher::new(sink, config.namespace.clone(), RetryPolicy::default());
         let source = Source::Plugins(Box::new(Collector::new(config)));
-        Self::from_parts(source, publisher, config.self_metrics.clone())
+        let buffer = Buffer::new(config.queue_max_datums);
+        Self::from_parts(source, buffer, publisher, config.self_metrics.clone())
     }
 
-    fn from_parts(source: Source, publisher: Publisher<S>, self_metrics: Option<String>) -> Self {
+    fn from_parts(
+        source: Source,
+        buffer: Buffer,
+        publisher: Publisher<S>,
+        self_metrics: Option<String>,
+    ) -> Self {
         Agent {
             source,
+            buffer,
             publisher,
             stats: Stats::shared(SystemTime::now()),
             self_metrics,
@@ -66,7 +72,8 @@ impl<S: MetricSink> Agent<S> {
         let mut datums = std::mem::take(&mut collection.metrics);
         let collected = datums.len();
         datums.append(&mut self.self_datums);
-        let publish = self.publisher.publish(datums, deadline).await;
+        self.buffer.push(datums);
+        let publish = self.publisher.publish(&mut self.buffer, deadline).await;
         let duration = started.elapsed();
         // Counted before it is logged, so whoever reads the log line finds it in /metrics.
         self.stats.lock().expect("stats lock").record_cycle(
@@ -104,8 +111,8 @@ impl<S: MetricSink> Agent<S> {
         if self.queued() == 0 {
             return PublishReport::default();
         }
-        let self_datums = std::mem::take(&mut self.self_datums);
-        let report = self.publisher.publish(self_datums, deadline).await;
+        self.buffer.push(std::mem::take(&mut self.self_datums));
+        let report = self.publisher.publish(&mut self.buffer, deadline).await;
         self.stats
             .lock()
             .expect("stats lock")
@@ -120,9 +127,9 @@ impl<S: MetricSink> Agent<S> {
         report
     }
 
-    /// Datums not yet delivered: the retry queue and the self datums of the last cycle.
+    /// Datums not yet delivered: the buffer and the self datums of the last cycle.
     pub fn queued(&self) -> usize {
-        self.publisher.queued() + self.self_datums.len()
+        self.buffer.len() + self.self_datums.len()
     }
 }
 
@@ -167,9 +174,10 @@ pub(crate) mod tests {
         self_metrics: Option<&str>,
     ) -> (Agent<Arc<FakeSink>>, Arc<FakeSink>) {
         let sink = Arc::new(sink);
-        let publisher = Publisher::new(sink.clone(), "Test/Agent".into(), 100, fast());
+        let publisher = Publisher::new(sink.clone(), "Test/Agent".into(), fast());
         let source = Source::Fake(VecDeque::from(cycles));
-        let agent = Agent::from_parts(source, publisher, self_metrics.map(str::to_string));
+        let buffer = Buffer::new(100);
+        let agent = Agent::from_parts(source, buffer, publisher, self_metrics.map(str::to_string));
         (agent, sink)
     }
 

@@ -1,8 +1,9 @@
-//! The bounded in-memory queue of datums that could not be published yet.
+//! The in-memory buffer: metrics on their way to the sink.
 //!
-//! When CloudWatch is unreachable for a cycle, its datums wait here and go out first in the
-//! next cycle with their original timestamps. The queue is bounded (QUEUE_MAX_DATUMS): past
-//! the bound the oldest datums are dropped first, and datums CloudWatch would refuse as more
+//! Each cycle's metrics are pushed here before the sink sees them; the sink takes all that
+//! waits, oldest first, and parks what it could not deliver back, to go out first next cycle
+//! with the original timestamps. What waits after a publish is bounded (QUEUE_MAX_DATUMS):
+//! past the bound the oldest are dropped first, and metrics CloudWatch would refuse as more
 //! than 14 days old are dropped when taken out. Both are counted so the loss is visible.
 
 use std::collections::VecDeque;
@@ -15,14 +16,14 @@ use crate::sinks::cloudwatch::rules::MAX_AGE;
 const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
-pub struct RetryQueue {
+pub struct Buffer {
     max: usize,
     items: VecDeque<Metric>,
 }
 
-impl RetryQueue {
+impl Buffer {
     pub fn new(max: usize) -> Self {
-        RetryQueue {
+        Buffer {
             max,
             items: VecDeque::new(),
         }
@@ -30,6 +31,12 @@ impl RetryQueue {
 
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// Adds a cycle's metrics behind what already waits; the bound is applied when the sink
+    /// parks what it could not deliver, so a cycle is always offered whole.
+    pub fn push(&mut self, metrics: Vec<Metric>) {
+        self.items.extend(metrics);
     }
 
     /// Parks `datums` (oldest first) behind what already waits. Returns how many of the
@@ -83,7 +90,7 @@ mod tests {
 
     #[test]
     fn keeps_order_across_parks() {
-        let mut q = RetryQueue::new(10);
+        let mut q = Buffer::new(10);
         assert_eq!(q.park(vec![at(1), at(2)]), 0);
         assert_eq!(q.park(vec![at(3)]), 0);
         assert_eq!(q.len(), 3);
@@ -95,7 +102,7 @@ mod tests {
 
     #[test]
     fn drops_oldest_first_past_the_bound_and_counts_them() {
-        let mut q = RetryQueue::new(3);
+        let mut q = Buffer::new(3);
         assert_eq!(q.park(vec![at(1), at(2)]), 0);
         assert_eq!(q.park(vec![at(3), at(4), at(5)]), 2);
         assert_eq!(q.len(), 3);
@@ -104,14 +111,14 @@ mod tests {
 
     #[test]
     fn a_zero_bound_keeps_nothing() {
-        let mut q = RetryQueue::new(0);
+        let mut q = Buffer::new(0);
         assert_eq!(q.park(vec![at(1), at(2)]), 2);
         assert_eq!(q.len(), 0);
     }
 
     #[test]
     fn take_drops_datums_near_or_past_14_days() {
-        let mut q = RetryQueue::new(10);
+        let mut q = Buffer::new(10);
         q.park(vec![at(0), at(1), at(2)]);
         // at(1) is exactly at the limit less the margin, at(0) one second past it.
         let now = at(1).timestamp + MAX_AGE - EXPIRY_MARGIN;
@@ -122,7 +129,7 @@ mod tests {
 
     #[test]
     fn future_timestamps_are_not_expired() {
-        let mut q = RetryQueue::new(10);
+        let mut q = Buffer::new(10);
         q.park(vec![at(5000)]);
         let (out, expired) = q.take(now());
         assert_eq!(out.len(), 1);

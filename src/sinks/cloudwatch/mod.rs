@@ -2,7 +2,7 @@
 //!
 //! [`Publisher`] holds the delivery rules, the same whichever [`MetricSink`] receives the
 //! requests (the SDK client in [`sdk`], or `--dry-run`'s printer): datums waiting in the
-//! [`RetryQueue`] go first; every datum is checked against the PutMetricData rules
+//! [`Buffer`] go first; every datum is checked against the PutMetricData rules
 //! ([`rules`]) and an invalid one is dropped alone; batches are cut to CloudWatch's limits by
 //! [`batch`]; throttling, 5xx, timeouts and connection errors are retried with exponential
 //! backoff and jitter (backon) until the cycle's deadline, on top of the SDK's own retries; a
@@ -23,7 +23,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::buffer::memory::RetryQueue;
+use crate::buffer::Buffer;
 use crate::metric::Metric;
 
 /// How a PutMetricData call failed.
@@ -98,29 +98,24 @@ impl PublishReport {
 pub struct Publisher<S> {
     sink: S,
     namespace: String,
-    queue: RetryQueue,
     retry: RetryPolicy,
 }
 
 impl<S: MetricSink> Publisher<S> {
-    pub fn new(sink: S, namespace: String, queue_max: usize, retry: RetryPolicy) -> Self {
+    pub fn new(sink: S, namespace: String, retry: RetryPolicy) -> Self {
         Publisher {
             sink,
             namespace,
-            queue: RetryQueue::new(queue_max),
             retry,
         }
     }
 
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// Sends what waits in the queue, then `new`, trying until `deadline`.
-    pub async fn publish(&mut self, new: Vec<Metric>, deadline: Instant) -> PublishReport {
+    /// Sends everything waiting in `buffer`, oldest first, trying until `deadline`; what
+    /// could not be delivered is parked back in it.
+    pub async fn publish(&mut self, buffer: &mut Buffer, deadline: Instant) -> PublishReport {
         let mut report = PublishReport::default();
         let now = SystemTime::now();
-        let (mut all, expired) = self.queue.take(now);
+        let (all, expired) = buffer.take(now);
         if expired > 0 {
             warn!(
                 dropped = expired,
@@ -128,7 +123,6 @@ impl<S: MetricSink> Publisher<S> {
             );
         }
         report.dropped_expired = expired;
-        all.extend(new);
         let valid: Vec<Metric> = all
             .into_iter()
             .filter(|d| match rules::check(d, now) {
@@ -176,16 +170,16 @@ impl<S: MetricSink> Publisher<S> {
             }
         }
         let leftover: Vec<Metric> = pending.into_iter().flatten().collect();
-        let overflow = self.queue.park(leftover);
+        let overflow = buffer.park(leftover);
         if overflow > 0 {
             warn!(
                 dropped = overflow,
-                queue_max = self.queue.len(),
+                queue_max = buffer.len(),
                 "queue full (QUEUE_MAX_DATUMS); oldest datums dropped"
             );
         }
         report.dropped_overflow = overflow;
-        report.queued = self.queue.len();
+        report.queued = buffer.len();
         report
     }
 
@@ -334,8 +328,33 @@ pub(crate) mod tests {
         Instant::now() + Duration::from_secs(5)
     }
 
-    fn publisher(sink: FakeSink) -> Publisher<FakeSink> {
-        Publisher::new(sink, "Test/Ns".into(), 100, fast())
+    /// A publisher with its buffer, as the agent holds them.
+    struct Rig<S> {
+        p: Publisher<S>,
+        buffer: Buffer,
+    }
+
+    impl<S: MetricSink> Rig<S> {
+        fn new(sink: S, buffer_max: usize, retry: RetryPolicy) -> Self {
+            Rig {
+                p: Publisher::new(sink, "Test/Ns".into(), retry),
+                buffer: Buffer::new(buffer_max),
+            }
+        }
+
+        /// A cycle's publish: `new` into the buffer, then everything in it to the sink.
+        async fn publish(&mut self, new: Vec<Metric>, deadline: Instant) -> PublishReport {
+            self.buffer.push(new);
+            self.p.publish(&mut self.buffer, deadline).await
+        }
+
+        fn sink(&self) -> &S {
+            &self.p.sink
+        }
+    }
+
+    fn publisher(sink: FakeSink) -> Rig<FakeSink> {
+        Rig::new(sink, 100, fast())
     }
 
     #[tokio::test]
@@ -350,12 +369,12 @@ pub(crate) mod tests {
                 ..PublishReport::default()
             }
         );
-        assert_eq!(p.sink.accepted_values().len(), 10);
+        assert_eq!(p.sink().accepted_values().len(), 10);
     }
 
     #[tokio::test]
     async fn more_than_1000_datums_take_several_calls() {
-        let mut p = Publisher::new(FakeSink::default(), "Test/Ns".into(), 0, fast());
+        let mut p = Rig::new(FakeSink::default(), 0, fast());
         let r = p.publish(data(0..2500), soon()).await;
         assert_eq!((r.published, r.calls), (2500, 3));
     }
@@ -380,7 +399,7 @@ pub(crate) mod tests {
         // The whole batch, then each half down to the poisoned datum: 4 refusals.
         assert_eq!(r.failed_calls, 4);
         assert!(!r.failed);
-        let mut got = p.sink.accepted_values();
+        let mut got = p.sink().accepted_values();
         got.sort_by(f64::total_cmp);
         assert_eq!(got, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 8.0, 9.0]);
     }
@@ -393,7 +412,7 @@ pub(crate) mod tests {
         let mut p = publisher(FakeSink::default());
         let r = p.publish(ds, soon()).await;
         assert_eq!((r.published, r.dropped_invalid, r.calls), (2, 2, 1));
-        assert_eq!(p.sink.accepted_values(), [0.0, 3.0]);
+        assert_eq!(p.sink().accepted_values(), [0.0, 3.0]);
     }
 
     #[tokio::test]
@@ -415,7 +434,7 @@ pub(crate) mod tests {
         let r = p.publish(data(10..12), soon()).await;
         assert_eq!((r.published, r.queued, r.failed), (5, 0, false));
         assert_eq!(r.failed_calls, 0);
-        let accepted = p.sink.accepted.lock().unwrap();
+        let accepted = p.sink().accepted.lock().unwrap();
         let values: Vec<f64> = accepted.iter().map(|d| d.value.number()).collect();
         assert_eq!(values, [0.0, 1.0, 2.0, 10.0, 11.0]);
         assert!(accepted[..3].iter().all(|d| d.timestamp == earlier));
@@ -423,9 +442,8 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_stop_at_the_deadline() {
-        let mut p = Publisher::new(
+        let mut p = Rig::new(
             FakeSink::always(PutError::Retryable("503".into())),
-            "Test/Ns".into(),
             100,
             RetryPolicy {
                 min_delay: Duration::from_millis(100),
@@ -461,9 +479,8 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_backlog_past_the_deadline_waits_for_the_next_cycle_without_failing() {
-        let mut p = Publisher::new(
+        let mut p = Rig::new(
             SlowSink(Duration::from_millis(100)),
-            "Test/Ns".into(),
             10_000,
             RetryPolicy {
                 min_attempt: Duration::from_secs(2),
@@ -483,12 +500,7 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cycle_already_late_still_sends_its_first_batch() {
-        let mut p = Publisher::new(
-            SlowSink(Duration::from_millis(10)),
-            "Test/Ns".into(),
-            10_000,
-            fast(),
-        );
+        let mut p = Rig::new(SlowSink(Duration::from_millis(10)), 10_000, fast());
         let r = p.publish(data(0..1500), Instant::now()).await;
         assert_eq!((r.published, r.calls, r.queued), (1000, 1, 500));
     }
@@ -503,16 +515,15 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn after_one_batch_fails_the_rest_are_parked_without_calls() {
         let mut p = publisher(FakeSink::always(PutError::Failed("AccessDenied".into())));
-        p.queue = RetryQueue::new(5000);
+        p.buffer = Buffer::new(5000);
         let r = p.publish(data(0..2500), soon()).await;
         assert_eq!((r.calls, r.queued), (1, 2500));
     }
 
     #[tokio::test]
     async fn a_full_queue_drops_the_oldest_and_counts_them() {
-        let mut p = Publisher::new(
+        let mut p = Rig::new(
             FakeSink::always(PutError::Retryable("down".into())),
-            "Test/Ns".into(),
             4,
             fast(),
         );
@@ -527,7 +538,7 @@ pub(crate) mod tests {
     async fn queued_datums_past_14_days_are_dropped_as_expired() {
         let mut p = publisher(FakeSink::default());
         let old = SystemTime::now() - crate::sinks::cloudwatch::rules::MAX_AGE;
-        p.queue.park(vec![datum(1, old)]);
+        p.buffer.park(vec![datum(1, old)]);
         let r = p.publish(data(2..3), soon()).await;
         assert_eq!((r.published, r.dropped_expired), (1, 1));
     }

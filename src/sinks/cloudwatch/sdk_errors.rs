@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::buffer::Buffer;
 use crate::metric::{Metric, Unit, Value};
 use crate::sinks::cloudwatch::sdk::CloudWatchSink;
 use crate::sinks::cloudwatch::{PublishReport, Publisher, RetryPolicy};
@@ -176,13 +177,14 @@ async fn publish_through(
     let mut publisher = Publisher::new(
         fake.sink(),
         "Test/Errors".into(),
-        100,
         policy(Duration::from_secs(2)),
     );
+    let mut buffer = Buffer::new(100);
+    buffer.push(batch);
     let report = publisher
-        .publish(batch, Instant::now() + Duration::from_secs(10))
+        .publish(&mut buffer, Instant::now() + Duration::from_secs(10))
         .await;
-    (report, publisher.queued(), fake.requests())
+    (report, buffer.len(), fake.requests())
 }
 
 #[tokio::test]
@@ -242,16 +244,15 @@ async fn a_hung_call_is_cut_at_the_deadline_but_never_before_the_minimum_attempt
     let mut publisher = Publisher::new(
         fake.sink(),
         "Test/Errors".into(),
-        100,
         policy(Duration::from_millis(300)),
     );
+    let mut buffer = Buffer::new(100);
+    buffer.push(vec![datum("Healthy", 1)]);
     let started = Instant::now();
-    let report = publisher
-        .publish(vec![datum("Healthy", 1)], Instant::now())
-        .await;
+    let report = publisher.publish(&mut buffer, Instant::now()).await;
     let took = started.elapsed();
     assert!(report.failed);
-    assert_eq!((report.calls, publisher.queued()), (1, 1));
+    assert_eq!((report.calls, buffer.len()), (1, 1));
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
 
@@ -259,7 +260,7 @@ async fn a_hung_call_is_cut_at_the_deadline_but_never_before_the_minimum_attempt
     fake.script.lock().unwrap().push_back(Answer::Hang);
     let started = Instant::now();
     let report = publisher
-        .publish(Vec::new(), Instant::now() + Duration::from_secs(1))
+        .publish(&mut buffer, Instant::now() + Duration::from_secs(1))
         .await;
     let took = started.elapsed();
     assert_eq!((report.calls, report.failed), (1, true));
