@@ -5,14 +5,14 @@
 //! naming the variable, its bad value and what is expected. Only the agent's own variables are
 //! ever echoed; AWS credentials are left to the SDK and never pass through here.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::sources::plugins::basket::{self, Resource};
+use crate::schedule::Schedule;
+use crate::sources::plugins::config::{self as plugins, PluginsConfig};
 use crate::untrusted;
 
 /// One configuration variable as the docs and `--help` present it.
@@ -46,30 +46,10 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "cron with a seconds field (sec min hour dom mon dow), UTC",
         example: "0 */5 * * * *",
     },
-    Variable {
-        name: "PLUGIN_HOST",
-        default: DEFAULT_HOST,
-        meaning: "host of the plugin fleet, with PLUGIN_PORTS",
-        example: "finfocus-plugin",
-    },
-    Variable {
-        name: "PLUGIN_PORTS",
-        default: DEFAULT_PORTS,
-        meaning: "ports to discover regional plugins on: ranges and lists, 8001-8010,8012",
-        example: "8001-8009,8012",
-    },
-    Variable {
-        name: "PLUGIN_TARGETS",
-        default: "",
-        meaning: "explicit targets instead: region=http://host:port,...",
-        example: "us-east-1=http://127.0.0.1:8001,us-west-1=http://127.0.0.1:8010",
-    },
-    Variable {
-        name: "COST_RESOURCES",
-        default: DEFAULT_BASKET,
-        meaning: "basket priced in every region: type:sku[?tag=value&...],..., at most 50; none disables",
-        example: "ec2:t3.micro,s3:STANDARD?size=500",
-    },
+    plugins::PLUGIN_HOST,
+    plugins::PLUGIN_PORTS,
+    plugins::PLUGIN_TARGETS,
+    plugins::COST_RESOURCES,
     Variable {
         name: "TARGET_TIMEOUT",
         default: DEFAULT_TARGET_TIMEOUT,
@@ -122,9 +102,6 @@ pub const VARIABLES: &[Variable] = &[
 
 pub const DEFAULT_NAMESPACE: &str = "FinFocus/Plugins";
 pub const DEFAULT_SCHEDULE: &str = "0 * * * * *";
-pub const DEFAULT_HOST: &str = "127.0.0.1";
-pub const DEFAULT_PORTS: &str = "8001-8012";
-pub const DEFAULT_BASKET: &str = "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100";
 pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:8686";
 pub const DEFAULT_AGENT_NAME: &str = "cloudwatch-publisher";
 pub const DEFAULT_TARGET_TIMEOUT: &str = "5s";
@@ -133,32 +110,6 @@ pub const DEFAULT_QUEUE_MAX_DATUMS: &str = "50000";
 pub const DEFAULT_SELF_METRICS: &str = "true";
 pub const DEFAULT_LOG_FORMAT: &str = "json";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
-
-/// Where the plugins are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Targets {
-    /// Probe these ports; each plugin says which region it serves.
-    Discover { host: String, ports: Vec<u16> },
-    /// These targets are expected, each under the region given.
-    Explicit(Vec<ExplicitTarget>),
-}
-
-impl Targets {
-    /// How many endpoints will be probed each cycle.
-    pub fn len(&self) -> usize {
-        match self {
-            Targets::Discover { ports, .. } => ports.len(),
-            Targets::Explicit(list) => list.len(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExplicitTarget {
-    pub region: String,
-    /// `http://host:port`, without a trailing slash.
-    pub base_url: String,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -177,79 +128,11 @@ impl LogFormat {
     }
 }
 
-/// A validated cron schedule, parsed exactly as tokio-cron-scheduler parses it.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub expr: String,
-    cron: croner::Cron,
-}
-
-impl Schedule {
-    pub fn parse(expr: &str) -> Result<Self, String> {
-        croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Required)
-            .dom_and_dow(true)
-            .build()
-            .parse(expr)
-            .map(|cron| Schedule {
-                expr: expr.to_string(),
-                cron,
-            })
-            .map_err(|e| e.to_string())
-    }
-
-    /// The first tick strictly after `t`.
-    pub fn next_after(&self, t: SystemTime) -> Option<SystemTime> {
-        let t: chrono::DateTime<chrono::Utc> = t.into();
-        self.cron
-            .find_next_occurrence(&t, false)
-            .ok()
-            .map(SystemTime::from)
-    }
-
-    /// The gap between the next two ticks after `t`: how long one cycle may take.
-    pub fn interval_after(&self, t: SystemTime) -> Option<Duration> {
-        let a = self.next_after(t)?;
-        let b = self.next_after(a)?;
-        b.duration_since(a).ok()
-    }
-
-    /// The latest tick at or before `t`, and the one before it, and the next after `t`.
-    pub fn ticks_around(&self, t: SystemTime) -> Ticks {
-        let at: chrono::DateTime<chrono::Utc> = t.into();
-        let last = self.cron.find_previous_occurrence(&at, true).ok();
-        let before_last = last.and_then(|l| self.cron.find_previous_occurrence(&l, false).ok());
-        Ticks {
-            before_last: before_last.map(SystemTime::from),
-            last: last.map(SystemTime::from),
-            next: self.next_after(t),
-        }
-    }
-}
-
-/// The schedule's ticks around a moment: what `/healthz` judges freshness by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticks {
-    /// The tick before `last`: the latest one whose cycle must have ended by now.
-    pub before_last: Option<SystemTime>,
-    /// The latest tick at or before the moment; its cycle may still be running.
-    pub last: Option<SystemTime>,
-    pub next: Option<SystemTime>,
-}
-
-impl Ticks {
-    /// Whether these are still the ticks around `t`, so they need not be searched again.
-    pub fn cover(&self, t: SystemTime) -> bool {
-        self.last.is_none_or(|last| last <= t) && self.next.is_some_and(|next| t < next)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub namespace: String,
     pub schedule: Schedule,
-    pub targets: Targets,
-    pub basket: Vec<Resource>,
+    pub plugins: PluginsConfig,
     pub target_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub queue_max_datums: usize,
@@ -285,6 +168,23 @@ pub struct Problem {
     pub expected: String,
 }
 
+/// The problems found so far: each part of the configuration reports its own variables'
+/// here, so all are named at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<Problem>);
+
+impl Problems {
+    /// Records that `variable`'s `value` is not what is `expected`. Both are echoed cut, and
+    /// with any password in a URL redacted.
+    pub fn bad(&mut self, variable: &'static str, value: &str, expected: String) {
+        self.0.push(Problem {
+            variable,
+            value: untrusted::cut(&untrusted::redact_userinfo(value), MAX_VALUE_CHARS),
+            expected: untrusted::cut(&untrusted::redact_userinfo(&expected), MAX_EXPECTED_CHARS),
+        });
+    }
+}
+
 /// Every problem found in the environment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -315,10 +215,6 @@ struct Raw {
     aws_region: Option<String>,
     cloudwatch_namespace: Option<String>,
     schedule: Option<String>,
-    plugin_host: Option<String>,
-    plugin_ports: Option<String>,
-    plugin_targets: Option<String>,
-    cost_resources: Option<String>,
     target_timeout: Option<String>,
     shutdown_timeout: Option<String>,
     queue_max_datums: Option<String>,
@@ -383,36 +279,25 @@ impl Config {
                 false
             })
             .collect();
-        let mut problems = Vec::new();
-        // Names are exact and unique here, so envy (which lowercases them) sees no duplicate.
-        let raw: Raw = match envy::from_iter(vars) {
-            Ok(raw) => raw,
+        let mut problems = Problems::default();
+        // Names are exact and unique here, so envy (which lowercases them) sees no duplicate;
+        // each part of the configuration reads its own fields from the same list.
+        let raws = envy::from_iter::<_, Raw>(vars.clone())
+            .and_then(|raw| Ok((raw, envy::from_iter::<_, plugins::Raw>(vars)?)));
+        let (raw, plugin_raw) = match raws {
+            Ok(raws) => raws,
             Err(e) => {
-                problems.push(Problem {
-                    variable: "environment",
-                    value: String::new(),
-                    expected: untrusted::cut(&e.to_string(), MAX_EXPECTED_CHARS),
-                });
+                problems.bad("environment", "", e.to_string());
                 return Err(ConfigError {
-                    problems,
+                    problems: problems.0,
                     log_format: LogFormat::Json,
                 });
             }
         };
-        let mut bad = |variable: &'static str, value: &str, expected: String| {
-            problems.push(Problem {
-                variable,
-                value: untrusted::cut(&untrusted::redact_userinfo(value), MAX_VALUE_CHARS),
-                expected: untrusted::cut(
-                    &untrusted::redact_userinfo(&expected),
-                    MAX_EXPECTED_CHARS,
-                ),
-            })
-        };
 
         // Checked here so a typo is named with the rest; the SDK reads it itself.
         if let Some(r) = raw.aws_region.as_deref().filter(|r| !is_region(r)) {
-            bad(
+            problems.bad(
                 "AWS_REGION",
                 r,
                 "an AWS region name such as us-east-1".into(),
@@ -423,13 +308,13 @@ impl Config {
             .cloudwatch_namespace
             .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
         if let Err(why) = check_namespace(&namespace) {
-            bad("CLOUDWATCH_NAMESPACE", &namespace, why);
+            problems.bad("CLOUDWATCH_NAMESPACE", &namespace, why);
         }
 
         let schedule_expr = raw.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.into());
         let schedule = match Schedule::parse(&schedule_expr) {
             Ok(s) if s.next_after(SystemTime::now()).is_none() => {
-                bad(
+                problems.bad(
                     "SCHEDULE",
                     &schedule_expr,
                     "a schedule with ticks still to come: this one has none after now (a past year, or a day that does not exist such as 31 February)".into(),
@@ -438,7 +323,7 @@ impl Config {
             }
             Ok(s) => Some(s),
             Err(why) => {
-                bad(
+                problems.bad(
                     "SCHEDULE",
                     &schedule_expr,
                     format!(
@@ -449,68 +334,7 @@ impl Config {
             }
         };
 
-        let targets = match raw.plugin_targets {
-            Some(spec) => {
-                for (name, value) in [
-                    ("PLUGIN_HOST", &raw.plugin_host),
-                    ("PLUGIN_PORTS", &raw.plugin_ports),
-                ] {
-                    if let Some(v) = value {
-                        bad(
-                            name,
-                            v,
-                            "unset when PLUGIN_TARGETS is set: use one way to name targets".into(),
-                        );
-                    }
-                }
-                match parse_targets(&spec) {
-                    Ok(t) => Some(Targets::Explicit(t)),
-                    Err(why) => {
-                        bad("PLUGIN_TARGETS", &spec, why);
-                        None
-                    }
-                }
-            }
-            None => {
-                let host = raw.plugin_host.unwrap_or_else(|| DEFAULT_HOST.into());
-                let host_ok = is_host(&host);
-                if !host_ok {
-                    bad(
-                        "PLUGIN_HOST",
-                        &host,
-                        "a host name, IPv4 address or [IPv6] address, without scheme or port"
-                            .into(),
-                    );
-                }
-                let ports_spec = raw.plugin_ports.unwrap_or_else(|| DEFAULT_PORTS.into());
-                match parse_ports(&ports_spec) {
-                    Ok(ports) if host_ok => Some(Targets::Discover { host, ports }),
-                    Ok(_) => None,
-                    Err(why) => {
-                        bad("PLUGIN_PORTS", &ports_spec, why);
-                        None
-                    }
-                }
-            }
-        };
-
-        let basket_spec = raw.cost_resources.unwrap_or_else(|| DEFAULT_BASKET.into());
-        let basket = match basket::parse(&basket_spec) {
-            Ok(b) => Some(b),
-            Err(errors) => {
-                let why = errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                bad(
-                    "COST_RESOURCES",
-                    &basket_spec,
-                    format!("type:sku[?tag=value&...] entries, comma separated: {why}"),
-                );
-                None
-            }
-        };
+        let plugins = plugins::parse(plugin_raw, &mut problems);
 
         // Defaults are parsed by the same code as a user's value, so each is written once.
         let mut duration = |name: &'static str, raw: Option<String>, default: &str| {
@@ -518,11 +342,11 @@ impl Config {
             match humantime::parse_duration(text.trim()) {
                 Ok(d) if (MIN_DURATION..=MAX_DURATION).contains(&d) => Some(d),
                 Ok(_) => {
-                    bad(name, &text, "a duration from 1ms to 1h".into());
+                    problems.bad(name, &text, "a duration from 1ms to 1h".into());
                     None
                 }
                 Err(e) => {
-                    bad(name, &text, format!("a duration such as 5s or 500ms ({e})"));
+                    problems.bad(name, &text, format!("a duration such as 5s or 500ms ({e})"));
                     None
                 }
             }
@@ -540,7 +364,7 @@ impl Config {
         let queue_max_datums = match queue_text.trim().parse::<usize>() {
             Ok(n) if n <= 10_000_000 => Some(n),
             _ => {
-                bad(
+                problems.bad(
                     "QUEUE_MAX_DATUMS",
                     &queue_text,
                     "a whole number from 0 to 10000000".into(),
@@ -552,7 +376,7 @@ impl Config {
         let log_format = match LogFormat::parse(raw.log_format.as_deref()) {
             Ok(format) => Some(format),
             Err(other) => {
-                bad("LOG_FORMAT", &other, "json or text".into());
+                problems.bad("LOG_FORMAT", &other, "json or text".into());
                 None
             }
         };
@@ -562,7 +386,7 @@ impl Config {
                 match tracing_subscriber::EnvFilter::builder().parse(&directives) {
                     Ok(_) => Some(directives),
                     Err(e) => {
-                        bad(
+                        problems.bad(
                             "RUST_LOG",
                             &directives,
                             format!(
@@ -578,7 +402,7 @@ impl Config {
                 if ["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
                     Some(level)
                 } else {
-                    bad(
+                    problems.bad(
                         "LOG_LEVEL",
                         &level,
                         "one of error, warn, info, debug, trace".into(),
@@ -592,7 +416,7 @@ impl Config {
         let health_addr = match parse_health_addr(raw.health_addr.as_deref()) {
             Ok(addr) => Some(addr),
             Err(why) => {
-                bad("HEALTH_ADDR", raw.health_addr.as_deref().unwrap_or(""), why);
+                problems.bad("HEALTH_ADDR", raw.health_addr.as_deref().unwrap_or(""), why);
                 None
             }
         };
@@ -606,7 +430,7 @@ impl Config {
             v if v.eq_ignore_ascii_case("true") => Some(true),
             v if v.eq_ignore_ascii_case("false") => Some(false),
             other => {
-                bad("SELF_METRICS", other, "true or false".into());
+                problems.bad("SELF_METRICS", other, "true or false".into());
                 None
             }
         };
@@ -619,16 +443,16 @@ impl Config {
                 .bytes()
                 .all(|b| b.is_ascii_graphic() || b == b' ');
         if !agent_name_ok {
-            bad(
+            problems.bad(
                 "AGENT_NAME",
                 &agent_name,
                 "1 to 255 printable ASCII characters (it is a CloudWatch dimension value)".into(),
             );
         }
 
-        if !problems.is_empty() {
+        if !problems.0.is_empty() {
             return Err(ConfigError {
-                problems,
+                problems: problems.0,
                 log_format: log_format.unwrap_or(LogFormat::Json),
             });
         }
@@ -637,8 +461,7 @@ impl Config {
         Ok(Config {
             namespace,
             schedule: schedule.expect("validated"),
-            targets: targets.expect("validated"),
-            basket: basket.expect("validated"),
+            plugins: plugins.expect("validated"),
             target_timeout: target_timeout.expect("validated"),
             shutdown_timeout: shutdown_timeout.expect("validated"),
             queue_max_datums: queue_max_datums.expect("validated"),
@@ -699,121 +522,14 @@ fn check_namespace(ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A DNS name, an IPv4 address, or an IPv6 address in brackets (`[::1]`), as it goes into a URL.
-fn is_host(host: &str) -> bool {
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return inner.parse::<std::net::Ipv6Addr>().is_ok();
-    }
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-}
-
-/// At most this many ports are probed: each is a connection every cycle.
-pub const MAX_PORTS: usize = 1024;
-
-/// `8001-8012`, `8001,8003`, `8001-8009,8012`: distinct ports in the order given.
-pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {
-    const EXPECTED: &str =
-        "ports 1-65535 as a comma-separated list of ports and ranges, e.g. 8001-8012";
-    let too_many = || format!("{EXPECTED} (at most {MAX_PORTS} ports)");
-    let mut ports = Vec::new();
-    let mut seen = BTreeSet::new();
-    for part in spec.split(',').map(str::trim) {
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part, part),
-        };
-        let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
-            return Err(format!(
-                "{EXPECTED} ({:?} is not a port or range)",
-                untrusted::cut(part, 40)
-            ));
-        };
-        if lo == 0 || lo > hi {
-            return Err(format!("{EXPECTED} ({part:?} is empty or reversed)"));
-        }
-        // Checked before expanding, so a thousand 1-65535 ranges cost no time.
-        if usize::from(hi - lo) >= MAX_PORTS {
-            return Err(too_many());
-        }
-        for p in lo..=hi {
-            if seen.insert(p) {
-                ports.push(p);
-            }
-        }
-        if ports.len() > MAX_PORTS {
-            return Err(too_many());
-        }
-    }
-    Ok(ports)
-}
-
-/// `us-east-1=http://127.0.0.1:8001,...`.
-pub fn parse_targets(spec: &str) -> Result<Vec<ExplicitTarget>, String> {
-    const EXPECTED: &str = "region=http://host:port pairs, comma separated";
-    let mut targets: Vec<ExplicitTarget> = Vec::new();
-    for part in spec.split(',').map(str::trim) {
-        let Some((region, url)) = part.split_once('=') else {
-            return Err(format!(
-                "{EXPECTED} ({:?} has no '=')",
-                untrusted::cut(part, 80)
-            ));
-        };
-        let (region, url) = (region.trim(), url.trim());
-        if !is_region(region) {
-            return Err(format!(
-                "{EXPECTED} ({:?} is not a region name such as us-east-1)",
-                untrusted::cut(region, 40)
-            ));
-        }
-        let base_url = parse_base_url(url)
-            .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::cut(url, 80)))?;
-        if targets.iter().any(|t| t.region == region) {
-            return Err(format!("{EXPECTED} ({region} is listed twice)"));
-        }
-        targets.push(ExplicitTarget {
-            region: region.to_string(),
-            base_url,
-        });
-    }
-    Ok(targets)
-}
-
-fn parse_base_url(url: &str) -> Result<String, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("the plugins serve plain http on the local network; use http://".into());
-    }
-    let Some(authority) = uri.authority() else {
-        return Err("a host is needed".into());
-    };
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err("give only scheme, host and port".into());
-    }
-    if authority.as_str().contains('@') {
-        return Err("credentials in the URL are not supported".into());
-    }
-    // The URI parser takes any digits as a port and a missing one as 80; the plugins
-    // listen on their own ports, so it must be written and be 1-65535.
-    let port = authority
-        .as_str()
-        .rsplit_once(':')
-        .filter(|(_, port)| !port.ends_with(']'))
-        .map(|(_, port)| port);
-    match port.map(str::parse::<u16>) {
-        None => return Err("a port is needed, e.g. http://127.0.0.1:8001".into()),
-        Some(Ok(1..)) => {}
-        Some(_) => return Err("the port must be 1-65535".into()),
-    }
-    Ok(format!("http://{authority}"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::sources::plugins::Target;
+    use crate::sources::plugins::basket;
+    use crate::sources::plugins::config::{ExplicitTarget, Targets};
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -836,13 +552,13 @@ mod tests {
         assert_eq!(c.namespace, "FinFocus/Plugins");
         assert_eq!(c.schedule.expr, "0 * * * * *");
         assert_eq!(
-            c.targets,
+            c.plugins.targets,
             Targets::Discover {
                 host: "127.0.0.1".into(),
                 ports: (8001..=8012).collect()
             }
         );
-        assert_eq!(c.basket.len(), 3);
+        assert_eq!(c.plugins.basket.len(), 3);
         assert_eq!(c.target_timeout, Duration::from_secs(5));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.queue_max_datums, 50_000);
@@ -911,7 +627,7 @@ mod tests {
     fn empty_values_count_as_unset() {
         let c = ok(&[("SCHEDULE", ""), ("PLUGIN_TARGETS", " ")]);
         assert_eq!(c.schedule.expr, DEFAULT_SCHEDULE);
-        assert!(matches!(c.targets, Targets::Discover { .. }));
+        assert!(matches!(c.plugins.targets, Targets::Discover { .. }));
     }
 
     #[test]
@@ -931,13 +647,13 @@ mod tests {
         ]);
         assert_eq!(c.namespace, "Team/Costs");
         assert_eq!(
-            c.targets,
+            c.plugins.targets,
             Targets::Discover {
                 host: "plugins.local".into(),
                 ports: vec![9001, 9002, 9005]
             }
         );
-        assert_eq!(c.basket[0].sku, "STANDARD");
+        assert_eq!(c.plugins.basket[0].sku, "STANDARD");
         assert_eq!(c.target_timeout, Duration::from_millis(750));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(c.queue_max_datums, 10);
@@ -1055,25 +771,13 @@ mod tests {
     }
 
     #[test]
-    fn port_lists_and_ranges() {
-        assert_eq!(parse_ports("8001-8003").unwrap(), [8001, 8002, 8003]);
-        assert_eq!(
-            parse_ports("8005, 8001-8002,8005").unwrap(),
-            [8005, 8001, 8002]
-        );
-        for bad in ["", "0", "8001-", "abc", "70000", "9-1", "1-2000"] {
-            assert!(parse_ports(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn explicit_targets() {
         let c = ok(&[(
             "PLUGIN_TARGETS",
             "us-east-1=http://127.0.0.1:8001, us-west-1=http://plugins:8010/",
         )]);
         assert_eq!(
-            c.targets,
+            c.plugins.targets,
             Targets::Explicit(vec![
                 ExplicitTarget {
                     region: "us-east-1".into(),
@@ -1129,7 +833,7 @@ mod tests {
         ] {
             let c = ok(&[("PLUGIN_HOST", host), ("PLUGIN_PORTS", "8001")]);
             assert_eq!(
-                Target::from_config(&c.targets)[0].base_url,
+                Target::from_config(&c.plugins.targets)[0].base_url,
                 format!("http://{host}:8001")
             );
         }
@@ -1155,7 +859,7 @@ mod tests {
         assert_eq!(c.schedule.expr, "*/5 * * * * *");
         assert_eq!(c.ignored, ["schedule"]);
         let c = ok(&[("plugin_ports", "9999"), ("Log_Level", "debug")]);
-        assert_eq!(c.targets.len(), 12);
+        assert_eq!(c.plugins.targets.len(), 12);
         assert_eq!(c.log_filter, "info");
         assert_eq!(c.ignored, ["Log_Level", "plugin_ports"]);
         assert!(
@@ -1198,16 +902,6 @@ mod tests {
         ok(&[("PLUGIN_TARGETS", "us-east-1=http://127.0.0.1:1")]);
     }
 
-    #[test]
-    fn a_thousand_full_ranges_are_refused_without_expanding_them() {
-        let spec = vec!["1-65535"; 1000].join(",");
-        let started = std::time::Instant::now();
-        assert!(parse_ports(&spec).unwrap_err().contains("at most 1024"));
-        assert!(started.elapsed() < Duration::from_millis(50));
-        let spec: Vec<String> = (1..=1025).map(|p| p.to_string()).collect();
-        assert!(parse_ports(&spec.join(",")).is_err());
-    }
-
     /// The largest value of every bounded setting is accepted and the next one is not.
     #[test]
     fn upper_and_lower_bounds_of_every_setting() {
@@ -1246,36 +940,5 @@ mod tests {
     fn variables_table_lists_each_variable_once() {
         let names: BTreeSet<_> = VARIABLES.iter().map(|v| v.name).collect();
         assert_eq!(names.len(), VARIABLES.len());
-    }
-
-    #[test]
-    fn ticks_around_a_moment_follow_an_irregular_schedule() {
-        let s = Schedule::parse("0 0 9 * * MON-FRI").unwrap();
-        let at = |text: &str| SystemTime::from(chrono::DateTime::parse_from_rfc3339(text).unwrap());
-        // 2026-11-22 is a Sunday.
-        let t = s.ticks_around(at("2026-11-22T12:00:00Z"));
-        assert_eq!(t.last, Some(at("2026-11-20T09:00:00Z")));
-        assert_eq!(t.before_last, Some(at("2026-11-19T09:00:00Z")));
-        assert_eq!(t.next, Some(at("2026-11-23T09:00:00Z")));
-        assert!(t.cover(at("2026-11-23T08:59:59Z")));
-        assert!(!t.cover(at("2026-11-23T09:00:00Z")));
-        let t = s.ticks_around(at("2026-11-23T09:00:00Z"));
-        assert_eq!(t.last, Some(at("2026-11-23T09:00:00Z")));
-        assert_eq!(t.before_last, Some(at("2026-11-20T09:00:00Z")));
-    }
-
-    #[test]
-    fn schedule_ticks() {
-        let s = Schedule::parse("*/15 * * * * *").unwrap();
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_001);
-        let next = s.next_after(t).unwrap();
-        assert_eq!(
-            next.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                % 15,
-            0
-        );
-        assert_eq!(s.interval_after(t), Some(Duration::from_secs(15)));
     }
 }

@@ -21,8 +21,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::config::{Schedule, Ticks};
 use crate::logging;
+use crate::schedule::{Schedule, Ticks};
 use crate::sources::plugins::client::{CallError, PluginClient};
 use crate::stats::SharedStats;
 

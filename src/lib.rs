@@ -20,6 +20,7 @@ mod health;
 mod logging;
 mod metric;
 pub mod run;
+mod schedule;
 mod scheduler;
 mod self_metrics;
 mod shutdown;

@@ -114,8 +114,8 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
         version = env!("CARGO_PKG_VERSION"),
         namespace = %config.namespace,
         schedule = %config.schedule.expr,
-        targets = config.targets.len(),
-        basket = config.basket.len(),
+        targets = config.plugins.targets.len(),
+        basket = config.plugins.basket.len(),
         target_timeout_ms = config.target_timeout.as_millis() as u64,
         dry_run = mode.dry_run,
         once = mode.once,
@@ -124,11 +124,8 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
         open_files_limit = open_files,
         "starting"
     );
-    if let Some(interval) = config
-        .schedule
-        .interval_after(std::time::SystemTime::now())
-        .filter(|i| *i <= config.target_timeout)
-    {
+    let interval = config.schedule.interval(std::time::SystemTime::now());
+    if interval <= config.target_timeout {
         warn!(
             interval_ms = interval.as_millis() as u64,
             target_timeout_ms = config.target_timeout.as_millis() as u64,

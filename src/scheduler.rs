@@ -14,8 +14,8 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{error, info, warn};
 
 use crate::agent::Agent;
-use crate::config::Schedule;
 use crate::exit::Exit;
+use crate::schedule::Schedule;
 use crate::shutdown::Shutdown;
 use crate::sinks::cloudwatch::MetricSink;
 use crate::stats::SharedStats;
@@ -24,16 +24,9 @@ use crate::stats::SharedStats;
 #[error("scheduler: {0}")]
 pub struct SchedulerError(#[from] JobSchedulerError);
 
-/// The schedule's interval after `now`; a schedule with no further ticks gets a minute.
-pub fn interval(schedule: &Schedule, now: SystemTime) -> Duration {
-    schedule
-        .interval_after(now)
-        .unwrap_or(Duration::from_secs(60))
-}
-
 /// When a cycle starting at `now` must stop trying to publish.
 pub fn cycle_deadline(schedule: &Schedule, now: SystemTime) -> Instant {
-    let interval = interval(schedule, now);
+    let interval = schedule.interval(now);
     let until_next = schedule
         .next_after(now)
         .and_then(|next| next.duration_since(now).ok())
@@ -50,7 +43,7 @@ pub async fn run_once<S: MetricSink>(
     shutdown: &mut Shutdown,
     shutdown_timeout: Duration,
 ) -> Exit {
-    let deadline = Instant::now() + interval(schedule, SystemTime::now());
+    let deadline = Instant::now() + schedule.interval(SystemTime::now());
     let report = {
         let cycle = agent.run_cycle(deadline);
         tokio::pin!(cycle);

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::Ticks;
+use crate::schedule::Ticks;
 use crate::sinks::cloudwatch::PublishReport;
 use crate::sources::TargetStatus;
 
@@ -369,7 +369,7 @@ mod tests {
 
     /// `* * * * *`-style ticks every minute at 1_800_000_000 + 60k (the agent starts at 0).
     fn minutely(now: u64) -> Ticks {
-        let schedule = crate::config::Schedule::parse("0 * * * * *").unwrap();
+        let schedule = crate::schedule::Schedule::parse("0 * * * * *").unwrap();
         schedule.ticks_around(at(now))
     }
 
@@ -434,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_weekday_schedule_stays_healthy_over_the_weekend() {
-        let schedule = crate::config::Schedule::parse("0 0 9 * * MON-FRI").unwrap();
+        let schedule = crate::schedule::Schedule::parse("0 0 9 * * MON-FRI").unwrap();
         let at = |text: &str| SystemTime::from(chrono::DateTime::parse_from_rfc3339(text).unwrap());
         let mut s = Stats::new(at("2026-11-16T08:00:00Z"));
         // Friday 2026-11-20's cycle published.

@@ -8,6 +8,7 @@
 
 pub mod basket;
 pub mod client;
+pub mod config;
 pub mod region_memory;
 pub mod sample;
 pub mod transform;
@@ -20,10 +21,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Targets};
+use crate::config::Config;
 use crate::untrusted;
 use basket::Resource;
 use client::{CallError, Health, PluginClient, ProjectedCost};
+use config::Targets;
 use region_memory::{CONFIRM_CYCLES, Decision, Event, Memory};
 use sample::Sample;
 
@@ -96,8 +98,8 @@ impl Collector {
     pub fn new(config: &Config) -> Self {
         Collector {
             client: PluginClient::new(),
-            targets: Target::from_config(&config.targets),
-            basket: config.basket.clone(),
+            targets: Target::from_config(&config.plugins.targets),
+            basket: config.plugins.basket.clone(),
             timeout: config.target_timeout,
             memory: HashMap::new(),
         }
