@@ -16,8 +16,8 @@ use crate::logging;
 use crate::metric::Metric;
 use crate::self_metrics;
 use crate::sinks::cloudwatch::{MetricSink, PublishReport, Publisher, RetryPolicy};
-use crate::sources::Source;
 use crate::sources::plugins::Collector;
+use crate::sources::{Collected, Source};
 use crate::stats::{SharedStats, Stats};
 
 pub struct Agent<S> {
@@ -67,9 +67,12 @@ impl<S: MetricSink> Agent<S> {
     pub async fn run_cycle(&mut self, deadline: Instant) -> PublishReport {
         let started = Instant::now();
         let timestamp = whole_second(SystemTime::now());
-        let mut collection = self.source.collect(timestamp).await;
+        let Collected {
+            metrics: mut datums,
+            statuses,
+            summary,
+        } = self.source.collect(timestamp).await;
         let collect_time = started.elapsed();
-        let mut datums = std::mem::take(&mut collection.metrics);
         let collected = datums.len();
         datums.append(&mut self.self_datums);
         self.buffer.push(datums);
@@ -78,17 +81,17 @@ impl<S: MetricSink> Agent<S> {
         // Counted before it is logged, so whoever reads the log line finds it in /metrics.
         self.stats.lock().expect("stats lock").record_cycle(
             collected,
-            std::mem::take(&mut collection.statuses),
+            statuses,
             duration,
             &publish,
             (timestamp, SystemTime::now()),
         );
         info!(
             cycle_timestamp = %humantime::format_rfc3339(timestamp),
-            targets = collection.summary.targets,
-            healthy = collection.summary.healthy,
-            unhealthy = collection.summary.unhealthy,
-            cost_errors = collection.summary.errors,
+            targets = summary.targets,
+            healthy = summary.healthy,
+            unhealthy = summary.unhealthy,
+            cost_errors = summary.errors,
             datums = collected,
             published = publish.published,
             calls = publish.calls,
@@ -148,7 +151,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::sinks::cloudwatch::PutError;
     use crate::sinks::cloudwatch::tests::{FakeSink, data, fast};
-    use crate::sources::{Collected, Summary, TargetStatus};
+    use crate::sources::{Summary, TargetStatus};
 
     pub(crate) fn collected(range: std::ops::Range<usize>) -> Collected {
         Collected {
