@@ -13,7 +13,7 @@ STATIC := target/$(HOST)/release/cloudwatch-publisher
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build release static bwrap test unit e2e deploy lint demo measure venv image-tag clean
+.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure venv image-tag clean
 
 all: build
 
@@ -39,11 +39,20 @@ static:
 bwrap:
 	@command -v bwrap >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q bubblewrap; }
 
+# Real Prometheus exporters from Debian: the exposition parser's oracle scrapes them.
+exporters:
+	@command -v prometheus-node-exporter >/dev/null && command -v prometheus >/dev/null || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q prometheus-node-exporter prometheus; }
+
+# Their text and prometheus_client's reading of it, for the parser's oracle unit test.
+oracle: venv exporters
+	$(PY) tests/oracle/capture.py target/oracle
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-unit:
+unit: oracle
 	$(CARGO) test --locked --all-targets
 
 # End-to-end: the real binary against LocalStack's CloudWatch and the sample fleet, and the

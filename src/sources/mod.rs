@@ -3,6 +3,7 @@
 //! metrics, how each of its targets answered, and counts for the cycle's log line.
 
 pub mod plugins;
+pub mod prometheus;
 
 use std::time::{Duration, SystemTime};
 

@@ -1,0 +1,727 @@
+//! The Prometheus text exposition format (0.0.4) and OpenMetrics text, parsed into families
+//! of samples. Pure: text in, families out.
+//!
+//! A line that does not parse is skipped and counted, never the whole scrape: one bad line
+//! from an exporter must not cost every other series. Written by hand because the crates
+//! that do this either split label sets with a regex that breaks on an escaped `}` in a
+//! value (`prometheus-parse`) or are LGPL and pull in a parser generator
+//! (`openmetrics-parser`); `prometheus_client`'s parser is the oracle in the tests.
+
+use std::collections::HashMap;
+
+/// Which text format the body is in, from the response's Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`: timestamps in integer milliseconds.
+    Text,
+    /// `application/openmetrics-text`: timestamps in seconds, `# EOF` at the end.
+    OpenMetrics,
+}
+
+/// A metric family's type, as its `# TYPE` line says (untyped when there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+    Untyped,
+}
+
+impl Kind {
+    fn parse(word: &str) -> Option<Kind> {
+        Some(match word {
+            "counter" => Kind::Counter,
+            "gauge" => Kind::Gauge,
+            "histogram" => Kind::Histogram,
+            "gaugehistogram" => Kind::GaugeHistogram,
+            "summary" => Kind::Summary,
+            "info" => Kind::Info,
+            "stateset" => Kind::StateSet,
+            "untyped" | "unknown" => Kind::Untyped,
+            _ => return None,
+        })
+    }
+
+    /// The suffixes a family of this kind may add to its name for its samples.
+    fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            Kind::Counter => &["_total", "_created"],
+            Kind::Histogram => &["_bucket", "_sum", "_count", "_created"],
+            Kind::GaugeHistogram => &["_bucket", "_gsum", "_gcount"],
+            Kind::Summary => &["_sum", "_count", "_created"],
+            Kind::Info => &["_info"],
+            Kind::Gauge | Kind::StateSet | Kind::Untyped => &[],
+        }
+    }
+}
+
+/// Every suffix any kind adds to its family's name.
+const ALL_SUFFIXES: [&str; 8] = [
+    "_total", "_created", "_bucket", "_sum", "_count", "_gsum", "_gcount", "_info",
+];
+
+/// One sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The sample's own name, suffix included (`http_requests_total`, `latency_bucket`).
+    pub name: String,
+    /// In the order written.
+    pub labels: Labels,
+    pub value: f64,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A metric family: its name, type, help and samples in the order written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub kind: Kind,
+    pub help: Option<String>,
+    pub unit: Option<String>,
+    pub samples: Vec<Sample>,
+}
+
+/// What a body held: its families, and the lines that were skipped.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Scrape {
+    pub families: Vec<Family>,
+    /// Lines skipped as malformed.
+    pub malformed: usize,
+    /// The first skipped line's number (from 1) and why, for the log.
+    pub first_error: Option<(usize, String)>,
+}
+
+/// Parses a whole body; never fails, counts what it skips.
+pub fn parse(text: &str, format: Format) -> Scrape {
+    let mut parser = Parser {
+        format,
+        scrape: Scrape::default(),
+        by_name: HashMap::new(),
+        eof: false,
+    };
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Err(why) = parser.line(line) {
+            parser.scrape.malformed += 1;
+            if parser.scrape.first_error.is_none() {
+                parser.scrape.first_error = Some((i + 1, why.to_string()));
+            }
+        }
+    }
+    parser.scrape
+}
+
+struct Parser {
+    format: Format,
+    scrape: Scrape,
+    /// Family name to its index in `scrape.families`.
+    by_name: HashMap<String, usize>,
+    /// OpenMetrics' `# EOF` was seen: nothing may follow it.
+    eof: bool,
+}
+
+impl Parser {
+    fn line(&mut self, line: &str) -> Result<(), &'static str> {
+        let trimmed = line.trim_matches(|c| c == ' ' || c == '\t');
+        if trimmed.is_empty() {
+            return Ok(());
+        }
+        if self.eof {
+            return Err("content after # EOF");
+        }
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            return self.comment(comment);
+        }
+        let sample = self.sample(trimmed)?;
+        let family = self.family_of(&sample.name);
+        self.scrape.families[family].samples.push(sample);
+        Ok(())
+    }
+
+    /// `# HELP`, `# TYPE`, `# UNIT`, `# EOF`; any other comment is ignored.
+    fn comment(&mut self, rest: &str) -> Result<(), &'static str> {
+        let rest = rest.trim_start_matches([' ', '\t']);
+        if rest == "EOF" && self.format == Format::OpenMetrics {
+            self.eof = true;
+            return Ok(());
+        }
+        let (keyword, rest) = split_token(rest);
+        if !matches!(keyword, "HELP" | "TYPE" | "UNIT") {
+            return Ok(());
+        }
+        let (name, rest) = split_token(rest.trim_start_matches([' ', '\t']));
+        if !is_metric_name(name) {
+            return Err("a # HELP, # TYPE or # UNIT line without a valid metric name");
+        }
+        let text = rest.trim_start_matches([' ', '\t']);
+        match keyword {
+            "TYPE" => {
+                let kind = Kind::parse(text.trim_end()).ok_or("an unknown metric type")?;
+                match self.by_name.get(name) {
+                    Some(&i) if !self.scrape.families[i].samples.is_empty() => {
+                        Err("# TYPE after the family's samples")
+                    }
+                    Some(&i) => {
+                        self.scrape.families[i].kind = kind;
+                        Ok(())
+                    }
+                    None => {
+                        self.new_family(name, kind);
+                        Ok(())
+                    }
+                }
+            }
+            "HELP" => {
+                let help = unescape_help(text);
+                let i = self.declared(name);
+                self.scrape.families[i].help = Some(help);
+                Ok(())
+            }
+            _ => {
+                let i = self.declared(name);
+                self.scrape.families[i].unit = Some(text.trim_end().to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// The family a metadata line names, made untyped when it is the first mention.
+    fn declared(&mut self, name: &str) -> usize {
+        match self.by_name.get(name) {
+            Some(&i) => i,
+            None => self.new_family(name, Kind::Untyped),
+        }
+    }
+
+    fn new_family(&mut self, name: &str, kind: Kind) -> usize {
+        self.scrape.families.push(Family {
+            name: name.to_string(),
+            kind,
+            help: None,
+            unit: None,
+            samples: Vec::new(),
+        });
+        let i = self.scrape.families.len() - 1;
+        self.by_name.insert(name.to_string(), i);
+        i
+    }
+
+    /// The family a sample belongs to: the declared family it names, with or without one of
+    /// that family's suffixes; else an untyped family of its own name.
+    fn family_of(&mut self, sample: &str) -> usize {
+        if let Some(&i) = self.by_name.get(sample) {
+            return i;
+        }
+        // A lookup per known suffix, not a scan of every family: a body may hold 100k series.
+        for suffix in ALL_SUFFIXES {
+            let Some(base) = sample.strip_suffix(suffix) else {
+                continue;
+            };
+            if let Some(&i) = self.by_name.get(base)
+                && self.scrape.families[i].kind.suffixes().contains(&suffix)
+            {
+                return i;
+            }
+        }
+        self.new_family(sample, Kind::Untyped)
+    }
+
+    /// `name{label="value",...} value [timestamp] [# exemplar]`.
+    fn sample(&self, line: &str) -> Result<Sample, &'static str> {
+        let name_end = line
+            .find(['{', ' ', '\t'])
+            .ok_or("a sample without a value")?;
+        let name = &line[..name_end];
+        if !is_metric_name(name) {
+            return Err("an invalid metric name");
+        }
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(after) = rest.strip_prefix('{') {
+            let (parsed, after) = parse_labels(after)?;
+            labels = parsed;
+            rest = after;
+        }
+        if !rest.starts_with([' ', '\t']) {
+            return Err("no blank between the labels and the value");
+        }
+        // An OpenMetrics exemplar follows " # "; it is not the sample's business here.
+        let rest = match rest.find(" # ") {
+            Some(at) if self.format == Format::OpenMetrics => &rest[..at],
+            _ => rest,
+        };
+        let mut tokens = rest.split([' ', '\t']).filter(|t| !t.is_empty());
+        let value = parse_value(tokens.next().ok_or("a sample without a value")?)?;
+        let timestamp_ms = match tokens.next() {
+            None => None,
+            Some(t) => Some(self.timestamp(t)?),
+        };
+        if tokens.next().is_some() {
+            return Err("more than a value and a timestamp after the labels");
+        }
+        Ok(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+            timestamp_ms,
+        })
+    }
+
+    fn timestamp(&self, token: &str) -> Result<i64, &'static str> {
+        match self.format {
+            Format::Text => token
+                .parse()
+                .map_err(|_| "a timestamp that is not whole milliseconds"),
+            Format::OpenMetrics => token
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite())
+                .map(|s| (s * 1000.0).round() as i64)
+                .ok_or("a timestamp that is not a number of seconds"),
+        }
+    }
+}
+
+/// A sample's labels, in the order written.
+type Labels = Vec<(String, String)>;
+
+/// Labels after the `{`, up to and including the `}`: the labels and what follows.
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), &'static str> {
+    let mut labels: Labels = Vec::new();
+    loop {
+        s = s.trim_start_matches([' ', '\t']);
+        if let Some(after) = s.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let eq = s.find('=').ok_or("a label without '='")?;
+        let name = s[..eq].trim_end_matches([' ', '\t']);
+        if !is_label_name(name) {
+            return Err("an invalid label name");
+        }
+        if labels.iter().any(|(k, _)| k == name) {
+            return Err("a label given twice");
+        }
+        s = s[eq + 1..].trim_start_matches([' ', '\t']);
+        s = s.strip_prefix('"').ok_or("a label value without quotes")?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err("a label value without its closing quote"),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    _ => return Err("an unknown escape in a label value"),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        labels.push((name.to_string(), value));
+        s = s[end + 1..].trim_start_matches([' ', '\t']);
+        if let Some(after) = s.strip_prefix(',') {
+            s = after;
+        } else if !s.starts_with('}') {
+            return Err("labels not separated by ','");
+        }
+    }
+}
+
+/// A float as Go and Python read it: decimal or exponent forms, NaN, +Inf, -Inf.
+fn parse_value(token: &str) -> Result<f64, &'static str> {
+    let lower = token.to_ascii_lowercase();
+    let body = lower.trim_start_matches(['+', '-']);
+    // Rust also reads "infinity"; the exposition format writes +Inf.
+    if body.starts_with("infinity") || body.contains('_') {
+        return Err("a value that is not a number");
+    }
+    token
+        .parse::<f64>()
+        .map_err(|_| "a value that is not a number")
+}
+
+fn split_token(s: &str) -> (&str, &str) {
+    match s.find([' ', '\t']) {
+        Some(at) => (&s[..at], &s[at..]),
+        None => (s, ""),
+    }
+}
+
+/// `\\` and `\n` are the only escapes in help text; anything else stays as written.
+fn unescape_help(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
+fn is_metric_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`
+fn is_label_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(body: &str) -> Scrape {
+        parse(body, Format::Text)
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_example_parses_whole() {
+        // From the exposition format's documentation.
+        let s = text(
+            r#"# HELP http_requests_total The total number of HTTP requests.
+# TYPE http_requests_total counter
+http_requests_total{method="post",code="200"} 1027 1395066363000
+http_requests_total{method="post",code="400"}    3 1395066363000
+
+# Escaping in label values:
+msdos_file_access_time_seconds{path="C:\\DIR\\FILE.TXT",error="Cannot find file:\n\"FILE.TXT\""} 1.458255915e9
+
+# Minimalistic line:
+metric_without_timestamp_and_labels 12.47
+
+# A weird metric from before the epoch:
+something_weird{problem="division by zero"} +Inf -3982045
+
+# A histogram, which has a pretty complex representation in the text format:
+# HELP http_request_duration_seconds A histogram of the request duration.
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{le="0.05"} 24054
+http_request_duration_seconds_bucket{le="0.1"} 33444
+http_request_duration_seconds_bucket{le="+Inf"} 144320
+http_request_duration_seconds_sum 53423
+http_request_duration_seconds_count 144320
+
+# Finally a summary, which has a complex representation, too:
+# HELP rpc_duration_seconds A summary of the RPC duration in seconds.
+# TYPE rpc_duration_seconds summary
+rpc_duration_seconds{quantile="0.01"} 3102
+rpc_duration_seconds{quantile="0.99"} 76656
+rpc_duration_seconds_sum 1.7560473e+07
+rpc_duration_seconds_count 2693
+"#,
+        );
+        assert_eq!(s.malformed, 0, "{:?}", s.first_error);
+        let names: Vec<(&str, Kind, usize)> = s
+            .families
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind, f.samples.len()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("http_requests_total", Kind::Counter, 2),
+                ("msdos_file_access_time_seconds", Kind::Untyped, 1),
+                ("metric_without_timestamp_and_labels", Kind::Untyped, 1),
+                ("something_weird", Kind::Untyped, 1),
+                ("http_request_duration_seconds", Kind::Histogram, 5),
+                ("rpc_duration_seconds", Kind::Summary, 4),
+            ]
+        );
+        let first = &s.families[0].samples[0];
+        assert_eq!(first.labels, labels(&[("method", "post"), ("code", "200")]));
+        assert_eq!(
+            (first.value, first.timestamp_ms),
+            (1027.0, Some(1395066363000))
+        );
+        assert_eq!(
+            s.families[0].help.as_deref(),
+            Some("The total number of HTTP requests.")
+        );
+        let msdos = &s.families[1].samples[0];
+        assert_eq!(msdos.label("path"), Some(r"C:\DIR\FILE.TXT"));
+        assert_eq!(
+            msdos.label("error"),
+            Some("Cannot find file:\n\"FILE.TXT\"")
+        );
+        let weird = &s.families[3].samples[0];
+        assert_eq!(
+            (weird.value, weird.timestamp_ms),
+            (f64::INFINITY, Some(-3982045))
+        );
+        assert_eq!(s.families[4].samples[2].label("le"), Some("+Inf"));
+    }
+
+    #[test]
+    fn nan_and_infinities_are_values() {
+        let s = text("a NaN\nb +Inf\nc -Inf\nd Inf\ne 1e-3\nf -0\n");
+        let values: Vec<f64> = s.families.iter().map(|f| f.samples[0].value).collect();
+        assert!(values[0].is_nan());
+        assert_eq!(
+            values[1..],
+            [f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, 0.001, -0.0]
+        );
+        assert_eq!(s.malformed, 0);
+    }
+
+    #[test]
+    fn a_malformed_line_is_skipped_and_counted_never_the_rest() {
+        let s = text(
+            "good 1\n{no_name=\"x\"} 1\nbad{a=\"unterminated} 1\nalso_good 2\nx{a=\"1\",a=\"2\"} 3\nnot_a_number abc\nx{a=\"\\q\"} 1\ny 1 2 3\n",
+        );
+        let names: Vec<&str> = s.families.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["good", "also_good"]);
+        assert_eq!(s.malformed, 6);
+        assert_eq!(s.first_error.as_ref().map(|e| e.0), Some(2));
+    }
+
+    #[test]
+    fn blanks_tabs_trailing_commas_and_crlf_are_tolerated() {
+        let s = text("  \t\nm{a=\"1\" , b=\"2\",}\t7\r\n\n   # just a comment\n");
+        assert_eq!(s.malformed, 0, "{:?}", s.first_error);
+        let m = &s.families[0].samples[0];
+        assert_eq!((m.labels.len(), m.value), (2, 7.0));
+    }
+
+    #[test]
+    fn an_escaped_brace_or_quote_in_a_value_does_not_end_the_labels() {
+        let s = text(r#"m{path="/a}b",q="say \"hi\""} 1"#);
+        assert_eq!(s.malformed, 0);
+        let m = &s.families[0].samples[0];
+        assert_eq!(m.label("path"), Some("/a}b"));
+        assert_eq!(m.label("q"), Some("say \"hi\""));
+    }
+
+    #[test]
+    fn samples_without_a_type_are_untyped_families_of_their_own() {
+        let s = text("x_bucket{le=\"1\"} 1\nx_sum 2\n");
+        let kinds: Vec<(&str, Kind)> = s
+            .families
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("x_bucket", Kind::Untyped), ("x_sum", Kind::Untyped)]
+        );
+    }
+
+    #[test]
+    fn a_type_after_its_samples_is_skipped() {
+        let s = text("m 1\n# TYPE m gauge\nm 2\n");
+        assert_eq!(s.malformed, 1);
+        assert_eq!(s.families[0].kind, Kind::Untyped);
+        assert_eq!(s.families[0].samples.len(), 2);
+    }
+
+    #[test]
+    fn help_text_unescapes_backslash_and_newline_only() {
+        let s = text("# HELP m a\\\\b\\nc\\d\nm 1\n");
+        assert_eq!(s.families[0].help.as_deref(), Some("a\\b\nc\\d"));
+    }
+
+    #[test]
+    fn openmetrics_counters_units_exemplars_created_and_eof() {
+        let s = parse(
+            "# TYPE requests counter\n# UNIT requests requests\n# HELP requests Requests.\nrequests_total{path=\"/\"} 5 1700000000.5 # {trace_id=\"abc\"} 1 1700000000\nrequests_created{path=\"/\"} 1699999000\n# TYPE info_thing info\ninfo_thing_info{version=\"1\"} 1\n# EOF\n",
+            Format::OpenMetrics,
+        );
+        assert_eq!(s.malformed, 0, "{:?}", s.first_error);
+        let requests = &s.families[0];
+        assert_eq!(
+            (requests.kind, requests.unit.as_deref()),
+            (Kind::Counter, Some("requests"))
+        );
+        assert_eq!(requests.samples.len(), 2);
+        assert_eq!(requests.samples[0].timestamp_ms, Some(1_700_000_000_500));
+        assert_eq!(requests.samples[1].name, "requests_created");
+        assert_eq!(s.families[1].samples[0].name, "info_thing_info");
+    }
+
+    #[test]
+    fn nothing_may_follow_openmetrics_eof() {
+        let s = parse("a 1\n# EOF\nb 2\n", Format::OpenMetrics);
+        assert_eq!((s.families.len(), s.malformed), (1, 1));
+        // In 0.0.4 text, "# EOF" is only a comment.
+        let s = text("a 1\n# EOF\nb 2\n");
+        assert_eq!((s.families.len(), s.malformed), (2, 0));
+    }
+
+    #[test]
+    fn names_follow_the_grammar() {
+        assert!(is_metric_name("a:b_c1"));
+        assert!(is_metric_name("_x"));
+        assert!(!is_metric_name("1x"));
+        assert!(!is_metric_name(""));
+        assert!(!is_metric_name("a-b"));
+        assert!(is_label_name("le"));
+        assert!(!is_label_name("a:b"));
+        assert!(!is_label_name("9"));
+    }
+
+    /// Where `make oracle` (run by `make test` before the unit tests) leaves real exporter
+    /// text and prometheus_client's reading of it: tests/oracle/capture.py.
+    const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle");
+
+    /// A sample as compared: name, sorted labels, value bits (so NaN equals NaN).
+    type Key = (String, Labels, u64);
+
+    fn sample_set(samples: impl Iterator<Item = (String, Labels, f64)>) -> Vec<Key> {
+        let mut out: Vec<_> = samples
+            .map(|(name, mut labels, value)| {
+                labels.sort();
+                let bits = if value.is_nan() {
+                    f64::NAN.to_bits()
+                } else {
+                    value.to_bits()
+                };
+                (name, labels, bits)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_parser_agrees_with_prometheus_client_on_real_exporters() {
+        for exporter in ["node_exporter", "prometheus"] {
+            let read = |ext: &str| {
+                std::fs::read_to_string(format!("{ORACLE}/{exporter}.{ext}")).unwrap_or_else(|e| {
+                    panic!(
+                        "{ORACLE}/{exporter}.{ext}: {e}. Run `make oracle` first (`make test` does)"
+                    )
+                })
+            };
+            let body = read("txt");
+            let oracle: Vec<(String, std::collections::BTreeMap<String, String>, String)> =
+                serde_json::from_str(&read("json")).expect("oracle JSON");
+            let theirs = sample_set(oracle.into_iter().map(|(name, labels, value)| {
+                let value = parse_value(&value).expect("oracle value");
+                (name, labels.into_iter().collect(), value)
+            }));
+            let scrape = parse(&body, Format::Text);
+            assert_eq!(scrape.malformed, 0, "{exporter}: {:?}", scrape.first_error);
+            let ours = sample_set(
+                scrape
+                    .families
+                    .into_iter()
+                    .flat_map(|f| f.samples)
+                    .map(|s| (s.name, s.labels, s.value)),
+            );
+            assert!(
+                theirs.len() > 100,
+                "{exporter}: only {} samples",
+                theirs.len()
+            );
+            assert_eq!(ours.len(), theirs.len(), "{exporter}");
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert_eq!(a, b, "{exporter}");
+            }
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Renders a sample as an exporter would write it, escaping label values.
+        fn render(name: &str, labels: &[(String, String)], value: f64) -> String {
+            let mut out = name.to_string();
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let v = v
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
+                    out.push_str(&format!("{k}=\"{v}\""));
+                }
+                out.push('}');
+            }
+            let value = if value.is_nan() {
+                "NaN".to_string()
+            } else if value.is_infinite() {
+                if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+            } else {
+                format!("{value:e}")
+            };
+            format!("{out} {value}\n")
+        }
+
+        fn value() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                any::<f64>(),
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+                Just(0.0),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_sample_an_exporter_writes_parses_back_to_itself(
+                name in "[a-zA-Z_:][a-zA-Z0-9_:]{0,30}",
+                labels in proptest::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_]{0,12}", any::<String>(), 0..6),
+                value in value(),
+            ) {
+                let labels: Vec<(String, String)> = labels.into_iter().collect();
+                let scrape = parse(&render(&name, &labels, value), Format::Text);
+                prop_assert_eq!(scrape.malformed, 0, "{:?}", scrape.first_error);
+                let sample = &scrape.families[0].samples[0];
+                prop_assert_eq!(&sample.name, &name);
+                prop_assert_eq!(&sample.labels, &labels);
+                prop_assert!(sample.value == value || (sample.value.is_nan() && value.is_nan()));
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics_and_every_line_is_accounted_for(text in any::<String>()) {
+                let scrape = parse(&text, Format::Text);
+                let samples: usize = scrape.families.iter().map(|f| f.samples.len()).sum();
+                prop_assert!(samples + scrape.malformed <= text.split('\n').count());
+                let _ = parse(&text, Format::OpenMetrics);
+            }
+        }
+    }
+}
