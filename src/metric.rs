@@ -30,13 +30,6 @@ pub enum Value {
     /// previous total and hands on the increase: sums over time are what CloudWatch adds up.
     Counter(f64),
     /// Observations: each distinct value with how many times it was seen, same lengths.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the sinks encode and check it; the Prometheus source (histograms) is the first to make one"
-        )
-    )]
     Distribution { values: Vec<f64>, counts: Vec<f64> },
 }
 
@@ -57,6 +50,8 @@ pub enum Unit {
     None,
     Count,
     Milliseconds,
+    Seconds,
+    Bytes,
 }
 
 impl Unit {
@@ -66,6 +61,8 @@ impl Unit {
             Unit::None => "None",
             Unit::Count => "Count",
             Unit::Milliseconds => "Milliseconds",
+            Unit::Seconds => "Seconds",
+            Unit::Bytes => "Bytes",
         }
     }
 }
