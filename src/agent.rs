@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::join_all;
 use tokio::time::Instant;
 use tracing::info;
 
@@ -17,11 +18,13 @@ use crate::metric::Metric;
 use crate::self_metrics;
 use crate::sinks::cloudwatch::{MetricSink, PublishReport, Publisher, RetryPolicy};
 use crate::sources::plugins::Collector;
+use crate::sources::prometheus::PrometheusSource;
 use crate::sources::{Collected, Source};
 use crate::stats::{SharedStats, Stats};
 
 pub struct Agent<S> {
-    source: Source,
+    /// Collected from all at once each cycle.
+    sources: Vec<Source>,
     /// What has been collected and not yet delivered; every cycle passes through it.
     buffer: Buffer,
     publisher: Publisher<S>,
@@ -35,19 +38,25 @@ pub struct Agent<S> {
 impl<S: MetricSink> Agent<S> {
     pub fn new(config: &Config, sink: S) -> Self {
         let publisher = Publisher::new(sink, config.namespace.clone(), RetryPolicy::default());
-        let source = Source::Plugins(Box::new(Collector::new(config)));
+        let mut sources = vec![Source::Plugins(Box::new(Collector::new(config)))];
+        if !config.prometheus.targets.is_empty() {
+            sources.push(Source::Prometheus(Box::new(PrometheusSource::new(
+                &config.prometheus,
+                config.target_timeout,
+            ))));
+        }
         let buffer = Buffer::new(config.queue_max_datums);
-        Self::from_parts(source, buffer, publisher, config.self_metrics.clone())
+        Self::from_parts(sources, buffer, publisher, config.self_metrics.clone())
     }
 
     fn from_parts(
-        source: Source,
+        sources: Vec<Source>,
         buffer: Buffer,
         publisher: Publisher<S>,
         self_metrics: Option<String>,
     ) -> Self {
         Agent {
-            source,
+            sources,
             buffer,
             publisher,
             stats: Stats::shared(SystemTime::now()),
@@ -71,7 +80,7 @@ impl<S: MetricSink> Agent<S> {
             metrics: mut datums,
             statuses,
             summary,
-        } = self.source.collect(timestamp).await;
+        } = self.collect(timestamp).await;
         let collect_time = started.elapsed();
         let collected = datums.len();
         datums.append(&mut self.self_datums);
@@ -106,6 +115,16 @@ impl<S: MetricSink> Agent<S> {
             self.self_datums = self_metrics::of_cycle(agent, duration, &publish, timestamp);
         }
         publish
+    }
+
+    /// Every source at once, their collections merged in source order.
+    async fn collect(&mut self, timestamp: SystemTime) -> Collected {
+        let all = join_all(self.sources.iter_mut().map(|s| s.collect(timestamp))).await;
+        let mut merged = Collected::default();
+        for collected in all {
+            merged.merge(collected);
+        }
+        merged
     }
 
     /// Sends whatever waits: the queue and the last cycle's self datums. Used at shutdown
@@ -180,7 +199,12 @@ pub(crate) mod tests {
         let publisher = Publisher::new(sink.clone(), "Test/Agent".into(), fast());
         let source = Source::Fake(VecDeque::from(cycles));
         let buffer = Buffer::new(100);
-        let agent = Agent::from_parts(source, buffer, publisher, self_metrics.map(str::to_string));
+        let agent = Agent::from_parts(
+            vec![source],
+            buffer,
+            publisher,
+            self_metrics.map(str::to_string),
+        );
         (agent, sink)
     }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::schedule::Schedule;
 use crate::sources::plugins::config::{self as plugins, PluginsConfig};
+use crate::sources::prometheus::config::{self as prometheus, PrometheusConfig};
 use crate::untrusted;
 
 /// One configuration variable as the docs and `--help` present it.
@@ -50,6 +51,11 @@ pub const VARIABLES: &[Variable] = &[
     plugins::PLUGIN_PORTS,
     plugins::PLUGIN_TARGETS,
     plugins::COST_RESOURCES,
+    prometheus::SCRAPE_TARGETS,
+    prometheus::INCLUDE_METRICS,
+    prometheus::EXCLUDE_METRICS,
+    prometheus::DROP_LABELS,
+    prometheus::MAX_SERIES_PER_TARGET,
     Variable {
         name: "TARGET_TIMEOUT",
         default: DEFAULT_TARGET_TIMEOUT,
@@ -133,6 +139,7 @@ pub struct Config {
     pub namespace: String,
     pub schedule: Schedule,
     pub plugins: PluginsConfig,
+    pub prometheus: PrometheusConfig,
     pub target_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub queue_max_datums: usize,
@@ -174,6 +181,11 @@ pub struct Problem {
 pub struct Problems(Vec<Problem>);
 
 impl Problems {
+    #[cfg(test)]
+    pub fn variables(&self) -> Vec<&'static str> {
+        self.0.iter().map(|p| p.variable).collect()
+    }
+
     /// Records that `variable`'s `value` is not what is `expected`. Both are echoed cut, and
     /// with any password in a URL redacted.
     pub fn bad(&mut self, variable: &'static str, value: &str, expected: String) {
@@ -282,9 +294,15 @@ impl Config {
         let mut problems = Problems::default();
         // Names are exact and unique here, so envy (which lowercases them) sees no duplicate;
         // each part of the configuration reads its own fields from the same list.
-        let raws = envy::from_iter::<_, Raw>(vars.clone())
-            .and_then(|raw| Ok((raw, envy::from_iter::<_, plugins::Raw>(vars)?)));
-        let (raw, plugin_raw) = match raws {
+        let raws = envy::from_iter::<_, Raw>(vars.clone()).and_then(|raw| {
+            let plugin_raw = envy::from_iter::<_, plugins::Raw>(vars.clone())?;
+            Ok((
+                raw,
+                plugin_raw,
+                envy::from_iter::<_, prometheus::Raw>(vars)?,
+            ))
+        });
+        let (raw, plugin_raw, prometheus_raw) = match raws {
             Ok(raws) => raws,
             Err(e) => {
                 problems.bad("environment", "", e.to_string());
@@ -335,6 +353,7 @@ impl Config {
         };
 
         let plugins = plugins::parse(plugin_raw, &mut problems);
+        let prometheus = prometheus::parse(prometheus_raw, &mut problems);
 
         // Defaults are parsed by the same code as a user's value, so each is written once.
         let mut duration = |name: &'static str, raw: Option<String>, default: &str| {
@@ -462,6 +481,7 @@ impl Config {
             namespace,
             schedule: schedule.expect("validated"),
             plugins: plugins.expect("validated"),
+            prometheus: prometheus.expect("validated"),
             target_timeout: target_timeout.expect("validated"),
             shutdown_timeout: shutdown_timeout.expect("validated"),
             queue_max_datums: queue_max_datums.expect("validated"),
@@ -621,6 +641,16 @@ mod tests {
             Config::from_vars(vars(&[(v.name, v.example)]))
                 .unwrap_or_else(|e| panic!("{}={}: {e}", v.name, v.example));
         }
+    }
+
+    #[test]
+    fn plugin_ports_none_turns_the_fleet_off() {
+        let c = ok(&[
+            ("PLUGIN_PORTS", "none"),
+            ("SCRAPE_TARGETS", "http://127.0.0.1:9100/metrics"),
+        ]);
+        assert_eq!(c.plugins.targets.len(), 0);
+        assert_eq!(c.prometheus.targets.len(), 1);
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
         schedule = %config.schedule.expr,
         targets = config.plugins.targets.len(),
         basket = config.plugins.basket.len(),
+        scrape_targets = config.prometheus.targets.len(),
         target_timeout_ms = config.target_timeout.as_millis() as u64,
         dry_run = mode.dry_run,
         once = mode.once,

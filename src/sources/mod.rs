@@ -42,10 +42,23 @@ pub struct Summary {
     pub errors: u32,
 }
 
-/// The agent's source, chosen at start from the configuration.
+impl Collected {
+    /// Adds another source's collection to this one.
+    pub fn merge(&mut self, other: Collected) {
+        self.metrics.extend(other.metrics);
+        self.statuses.extend(other.statuses);
+        self.summary.targets += other.summary.targets;
+        self.summary.healthy += other.summary.healthy;
+        self.summary.unhealthy += other.summary.unhealthy;
+        self.summary.errors += other.summary.errors;
+    }
+}
+
+/// One of the agent's sources, chosen at start from the configuration.
 pub enum Source {
-    /// Boxed: the collector holds the plugin client and the basket, and the enum is moved.
+    /// Boxed: the sources hold clients and state, and the enum is moved.
     Plugins(Box<plugins::Collector>),
+    Prometheus(Box<prometheus::PrometheusSource>),
     /// Hands out prepared collections, one a cycle, stamped with the cycle's time (tests).
     #[cfg(test)]
     Fake(std::collections::VecDeque<Collected>),
@@ -56,6 +69,7 @@ impl Source {
     pub async fn collect(&mut self, timestamp: SystemTime) -> Collected {
         match self {
             Source::Plugins(collector) => collector.collect(timestamp).await,
+            Source::Prometheus(source) => source.collect(timestamp).await,
             #[cfg(test)]
             Source::Fake(script) => {
                 let mut next = script.pop_front().unwrap_or_default();

@@ -23,7 +23,7 @@ pub const PLUGIN_HOST: Variable = Variable {
 pub const PLUGIN_PORTS: Variable = Variable {
     name: "PLUGIN_PORTS",
     default: DEFAULT_PORTS,
-    meaning: "ports to discover regional plugins on: ranges and lists, 8001-8010,8012",
+    meaning: "ports to discover regional plugins on: ranges and lists, 8001-8010,8012; none for no fleet",
     example: "8001-8009,8012",
 };
 
@@ -92,7 +92,12 @@ pub fn parse(raw: Raw, problems: &mut Problems) -> Option<PluginsConfig> {
                 );
             }
             let ports_spec = raw.plugin_ports.unwrap_or_else(|| DEFAULT_PORTS.into());
-            match parse_ports(&ports_spec) {
+            // `none`: no plugin fleet, for an agent that only scrapes Prometheus endpoints.
+            let ports = match ports_spec.trim() {
+                "none" => Ok(Vec::new()),
+                spec => parse_ports(spec),
+            };
+            match ports {
                 Ok(ports) if host_ok => Some(Targets::Discover { host, ports }),
                 Ok(_) => None,
                 Err(why) => {

@@ -151,7 +151,8 @@ impl Collector {
             }
             collect_target(&mut out, target, &region, probe, &self.basket);
         }
-        if answered == 0 && self.targets.iter().all(|t| t.configured_region.is_none()) {
+        let discovering = self.targets.iter().all(|t| t.configured_region.is_none());
+        if answered == 0 && discovering && !self.targets.is_empty() {
             warn!(
                 ports = self.targets.len(),
                 "no plugin answered on any port; nothing but self metrics to publish. Fix: check PLUGIN_HOST and PLUGIN_PORTS, and that the plugins run"

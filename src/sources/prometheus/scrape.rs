@@ -1,0 +1,189 @@
+//! Fetches one endpoint's exposition text: over http or https (system trust roots), within
+//! the target's deadline, gzip read, and never more than [`MAX_BODY`] bytes, compressed or
+//! not: a larger body is an error for that target, not an out-of-memory.
+
+use std::io::Read;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+
+use super::parse::Format;
+use crate::untrusted;
+
+/// The largest body read, after decompression: 100k series of exposition text fit well.
+pub const MAX_BODY: usize = 32 << 20;
+/// What Prometheus itself asks for: OpenMetrics first, then text 0.0.4.
+const ACCEPTED: &str =
+    "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Why a scrape failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Transport(String),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("the body is larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("unreadable body: {0}")]
+    Decode(String),
+}
+
+/// One scrape's body.
+#[derive(Debug)]
+pub struct Fetched {
+    pub body: String,
+    pub format: Format,
+    pub latency: Duration,
+}
+
+/// An HTTP/1.1 client for http and https endpoints, connections pooled between cycles.
+#[derive(Clone)]
+pub struct Scraper {
+    http: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl Scraper {
+    pub fn new() -> Self {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        // No trust roots found is not fatal: plain-http targets still work, https ones fail
+        // with the TLS error in their log line.
+        let connector = match builder.with_provider_and_native_roots(provider) {
+            Ok(b) => b.https_or_http().enable_http1().build(),
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(
+                    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default protocol versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+                )
+                .https_or_http()
+                .enable_http1()
+                .build(),
+        };
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Scraper { http }
+    }
+
+    /// GETs `url` within `deadline`.
+    pub async fn fetch(&self, url: &str, deadline: Instant) -> Result<Fetched, ScrapeError> {
+        let started = Instant::now();
+        let request = Request::get(url)
+            .header(ACCEPT, ACCEPTED)
+            .header(ACCEPT_ENCODING, "gzip")
+            .body(Empty::new())
+            .map_err(|e| ScrapeError::Transport(untrusted::remote(&e.to_string())))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| ScrapeError::Transport(untrusted::remote(&error_chain(&e))))?;
+            let status = response.status();
+            if status != StatusCode::OK {
+                return Err(ScrapeError::Status(status.as_u16()));
+            }
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+            };
+            let format = if header(CONTENT_TYPE).starts_with("application/openmetrics-text") {
+                Format::OpenMetrics
+            } else {
+                Format::Text
+            };
+            let gzip = header(CONTENT_ENCODING) == "gzip";
+            let raw = Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        ScrapeError::TooLarge
+                    } else {
+                        ScrapeError::Decode(untrusted::remote(&e.to_string()))
+                    }
+                })?
+                .to_bytes();
+            let bytes = if gzip { gunzip(&raw)? } else { raw.to_vec() };
+            Ok(Fetched {
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+                format,
+                latency: started.elapsed(),
+            })
+        };
+        tokio::time::timeout_at(deadline, exchange)
+            .await
+            .unwrap_or(Err(ScrapeError::Timeout))
+    }
+}
+
+/// Decompresses at most [`MAX_BODY`] bytes: a small gzip bomb is a small error.
+pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, ScrapeError> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(compressed)
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ScrapeError::Decode(format!("gzip: {e}")))?;
+    if out.len() > MAX_BODY {
+        return Err(ScrapeError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// hyper's errors say "client error (Connect)"; the causes say what happened.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_bodies_are_read() {
+        assert_eq!(gunzip(&gzip(b"up 1\n")).unwrap(), b"up 1\n");
+        assert!(matches!(gunzip(b"not gzip"), Err(ScrapeError::Decode(_))));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_after_the_limit_not_decompressed_whole() {
+        let bomb = gzip(&vec![b'a'; MAX_BODY + 10]);
+        assert!(bomb.len() < 1 << 20);
+        assert_eq!(gunzip(&bomb), Err(ScrapeError::TooLarge));
+    }
+}
