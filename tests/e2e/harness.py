@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 FLEET = ROOT / "tests" / "fleet" / "fleet.py"
+EXPORTER = ROOT / "tests" / "fleet" / "exporter.py"
 STATE = ROOT / ".localstack"
 sys.path.insert(0, str(FLEET.parent))
 import fleet as fleet_module  # noqa: E402  (the fleet's price table is the expectation)
@@ -233,6 +234,42 @@ class Fleet:
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Exporter:
+    """The test exporter (tests/fleet/exporter.py): known values that move by known amounts
+    each scrape, with hostile modes switched through its control port."""
+
+    def __init__(self):
+        self.proc = None
+        self.port = None
+        self.control_port = None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, str(EXPORTER)], stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        ready = json.loads(self.proc.stdout.readline())
+        self.port, self.control_port = ready["port"], ready["control_port"]
+        return self
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def control(self, path, **params):
+        query = urllib.parse.urlencode(params)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}?{query}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.load(r)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.control("/mode", m="ok")
             self.proc.terminate()
             try:
                 self.proc.wait(5)
@@ -501,7 +538,7 @@ class Reader:
         out = []
         for page in self.cw.get_paginator("list_metrics").paginate(Namespace=namespace):
             for m in page["Metrics"]:
-                out.append((m["MetricName"], frozenset((d["Name"], d["Value"]) for d in m["Dimensions"])))
+                out.append((m["MetricName"], frozenset((d["Name"], d["Value"]) for d in m.get("Dimensions", []))))
         return out
 
     def points(self, namespace, name, dims, start=None, end=None):
@@ -518,6 +555,16 @@ class Reader:
         pts = [(p["Timestamp"].astimezone(datetime.timezone.utc), p["Maximum"], p["Unit"], p["SampleCount"])
                for p in r["Datapoints"]]
         return sorted(pts)
+
+    def stats(self, namespace, name, dims, start, end):
+        """[(timestamp, SampleCount, Minimum, Maximum, Sum)] per second between start and end."""
+        r = self.cw.get_metric_statistics(
+            Namespace=namespace, MetricName=name,
+            Dimensions=[{"Name": k, "Value": v} for k, v in dims.items()],
+            StartTime=start, EndTime=end, Period=1,
+            Statistics=["SampleCount", "Minimum", "Maximum", "Sum"])
+        return sorted((p["Timestamp"].astimezone(datetime.timezone.utc), p["SampleCount"], p["Minimum"],
+                       p["Maximum"], p["Sum"]) for p in r["Datapoints"])
 
     def at(self, namespace, name, dims, stamp):
         """The datums of one metric at exactly `stamp`."""

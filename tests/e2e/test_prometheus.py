@@ -1,0 +1,133 @@
+"""Prometheus endpoints as a source, through LocalStack and read back with boto3: a gauge's
+value, a counter's increases (never negative, nothing on the first scrape), a histogram as ONE
+metric whose SampleCount, Minimum and Maximum match its buckets, a summary's quantiles,
+filters, the series cap, and targets that are down, hang or send garbage while the others
+publish."""
+
+import datetime
+import signal
+
+import pytest
+
+from harness import Agent, Exporter, agent_env, parse_ts
+
+REGION = {"Region": "eu-west-1"}
+
+
+@pytest.fixture
+def exporter():
+    e = Exporter().start()
+    yield e
+    e.stop()
+
+
+def scraping(localstack, namespace, targets, **env):
+    return Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS="none", SCHEDULE="* * * * * *",
+                           SCRAPE_TARGETS=targets, TARGET_TIMEOUT="800ms", SELF_METRICS="false", **env))
+
+
+def window(agent):
+    stamps = [parse_ts(c["cycle_timestamp"]) for c in agent.cycles()]
+    return stamps, stamps[0], stamps[-1] + datetime.timedelta(seconds=1)
+
+
+def test_families_become_metrics_by_the_rules(localstack, reader, namespace, exporter):
+    agent = scraping(localstack, namespace, f"eu-west-1={exporter.url}", EXCLUDE_METRICS="go_*")
+    assert agent.run_cycles(4, timeout=30) == 0
+    stamps, start, end = window(agent)
+    published = {(n, frozenset(d)) for n, d in reader.metrics(namespace)}
+    names = {n for n, _ in published}
+    assert "latency_seconds" in names and not any(n.endswith("_bucket") for n in names)
+    assert "go_goroutines" not in names  # EXCLUDE_METRICS
+    assert all(("Region", "eu-west-1") in d for _, d in published)
+
+    temp = reader.points(namespace, "room_temperature_celsius", {**REGION, "room": "lab"}, start, end)
+    assert [p[1] for p in temp] == [21.5] * len(stamps)
+
+    # A counter: nothing on the first scrape (its baseline), then +10 a scrape, never negative.
+    requests = reader.points(namespace, "requests_total", {**REGION, "code": "200"}, start, end)
+    assert [p[0] for p in requests] == stamps[1:]
+    assert [(p[1], p[2]) for p in requests] == [(10.0, "Count")] * (len(stamps) - 1)
+
+    # A histogram: one metric a cycle, its observations where the buckets put them.
+    latency = reader.stats(namespace, "latency_seconds", REGION, start, end)
+    assert [p[0] for p in latency] == stamps[1:]
+    for _, count, low, high, total in latency:
+        assert (count, low, high) == (6.0, 0.05, 0.5)
+        assert total == pytest.approx(2 * 0.05 + 3 * 0.3 + 0.5)
+    counts = reader.points(namespace, "latency_seconds_count", REGION, start, end)
+    assert [p[1] for p in counts] == [6.0] * (len(stamps) - 1)
+
+    # A summary: a gauge per quantile, and its count's increases.
+    for q, v in (("0.5", 0.2), ("0.99", 0.9)):
+        got = reader.points(namespace, "rpc_seconds", {**REGION, "quantile": q}, start, end)
+        assert [p[1] for p in got] == [v] * len(stamps)
+    assert [p[1] for p in reader.points(namespace, "rpc_seconds_count", REGION, start, end)] == \
+        [10.0] * (len(stamps) - 1)
+
+    up = reader.points(namespace, "ScrapeUp", {**REGION, "Target": exporter.url}, start, end)
+    assert [p[1] for p in up] == [1.0] * len(stamps)
+
+
+def test_a_counter_reset_publishes_the_new_count_never_a_negative(localstack, reader, namespace, exporter):
+    agent = scraping(localstack, namespace, exporter.url).start()
+    try:
+        agent.wait_cycles(3, timeout=20)
+        exporter.control("/reset")  # the total drops from 130 or more to 110
+        agent.wait_cycles(len(agent.cycles()) + 3, timeout=20)
+        assert agent.stop(signal.SIGTERM)[0] == 0
+    finally:
+        agent.kill()
+    stamps, start, end = window(agent)
+    values = [p[1] for p in reader.points(namespace, "requests_total", {"code": "200"}, start, end)]
+    # +10 a scrape, except the scrape after the reset, whose increase is counted from zero.
+    assert sorted(set(values)) == [10.0, 110.0], values
+
+
+def test_a_down_a_hung_and_a_garbled_target_cost_only_themselves(localstack, reader, namespace):
+    good, hung, garbled = Exporter().start(), Exporter().start(), Exporter().start()
+    down = Exporter().start()
+    try:
+        hung.control("/mode", m="hang")
+        down.control("/mode", m="down")
+        garbled.control("/malformed", on="1")
+        garbled.control("/gzip", on="1")
+        targets = ",".join(e.url for e in (good, hung, garbled, down))
+        agent = scraping(localstack, namespace, targets)
+        assert agent.run_cycles(3, timeout=30) == 0
+    finally:
+        for e in (good, hung, garbled, down):
+            e.stop()
+    stamps, start, end = window(agent)
+    cycles = agent.cycles()
+    assert all((c["healthy"], c["unhealthy"]) == (2, 2) for c in cycles)
+    assert all(c["collect_ms"] < 2500 for c in cycles)  # the hung one costs its 800 ms
+    for exporter, up in ((good, 1.0), (garbled, 1.0), (hung, 0.0), (down, 0.0)):
+        got = reader.points(namespace, "ScrapeUp", {"Target": exporter.url}, start, end)
+        assert [p[1] for p in got] == [up] * len(stamps), exporter.url
+    # The garbled one's good lines still publish; its bad lines are named once a scrape.
+    temp = reader.points(namespace, "room_temperature_celsius", {"room": "lab"}, start, end)
+    assert [p[3] for p in temp] == [2.0] * len(stamps)  # good and garbled, aggregated
+    skipped = [l for l in agent.logs() if l.get("message", "").startswith("lines of a scrape were skipped")]
+    assert skipped and all(l["malformed"] == 3 and l["target"] == garbled.url for l in skipped)
+
+
+def test_a_target_never_creates_more_metrics_than_its_cap(localstack, reader, namespace, exporter):
+    exporter.control("/extra", n=40)
+    agent = scraping(localstack, namespace, exporter.url, MAX_SERIES_PER_TARGET=12)
+    assert agent.run_cycles(3, timeout=30) == 0
+    target_metrics = [m for m in reader.metrics(namespace) if m[0] not in ("ScrapeUp", "ScrapeDuration")]
+    assert len(target_metrics) == 12
+    warnings = [l for l in agent.logs() if "MAX_SERIES_PER_TARGET" in l.get("message", "")]
+    assert len(warnings) == 1 and warnings[0]["max_series"] == 12
+
+
+def test_include_metrics_and_drop_labels(localstack, reader, namespace, exporter):
+    agent = scraping(localstack, namespace, exporter.url, INCLUDE_METRICS="room_*,rpc_seconds",
+                     DROP_LABELS="room")
+    assert agent.run_cycles(2, timeout=30) == 0
+    names = {n for n, _ in reader.metrics(namespace)} - {"ScrapeUp", "ScrapeDuration"}
+    # Filters choose families: a summary comes with its _sum and _count.
+    assert names == {"room_temperature_celsius", "rpc_seconds", "rpc_seconds_sum", "rpc_seconds_count"}
+    [(_, dims)] = [m for m in reader.metrics(namespace) if m[0] == "room_temperature_celsius"]
+    assert dict(dims) == {}

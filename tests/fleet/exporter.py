@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""A Prometheus exporter for the tests, whose every scrape moves by known amounts.
+
+GET /metrics serves text format 0.0.4 (or gzip when asked and enabled). Scrape n (from 1):
+  room_temperature_celsius{room="lab"}   21.5                       gauge
+  requests_total{code="200"}             100 + 10 n                 counter
+  latency_seconds_bucket{le="0.1"}       2 n                        histogram: each scrape adds
+  latency_seconds_bucket{le="0.5"}       5 n                          2 in (0,0.1], 3 in (0.1,0.5]
+  latency_seconds_bucket{le="+Inf"}      6 n                          and 1 above 0.5
+  latency_seconds_sum / _count           1.5 n / 6 n
+  rpc_seconds{quantile="0.5"|"0.99"}     0.2 | 0.9                  summary
+  rpc_seconds_sum / _count               3 n / 10 n
+  go_goroutines                          7                          untyped
+  extra_series{i="0".."N-1"}             1                          with /extra?n=N
+
+The control port (POST) changes it: /mode?m=ok|down|hang, /extra?n=N, /gzip?on=1,
+/malformed?on=1 (adds unparseable lines), /reset (scrape count back to 0: counters reset).
+"""
+
+import argparse
+import gzip
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+class State:
+    def __init__(self):
+        self.n = 0
+        self.mode = "ok"
+        self.extra = 0
+        self.gzip = False
+        self.malformed = False
+        self.lock = threading.Lock()
+
+    def body(self):
+        with self.lock:
+            self.n += 1
+            n = self.n
+        lines = [
+            "# HELP room_temperature_celsius A room's temperature.",
+            "# TYPE room_temperature_celsius gauge",
+            'room_temperature_celsius{room="lab"} 21.5',
+            "# TYPE requests_total counter",
+            f'requests_total{{code="200"}} {100 + 10 * n}',
+            "# TYPE latency_seconds histogram",
+            f'latency_seconds_bucket{{le="0.1"}} {2 * n}',
+            f'latency_seconds_bucket{{le="0.5"}} {5 * n}',
+            f'latency_seconds_bucket{{le="+Inf"}} {6 * n}',
+            f"latency_seconds_sum {1.5 * n}",
+            f"latency_seconds_count {6 * n}",
+            "# TYPE rpc_seconds summary",
+            'rpc_seconds{quantile="0.5"} 0.2',
+            'rpc_seconds{quantile="0.99"} 0.9',
+            f"rpc_seconds_sum {3 * n}",
+            f"rpc_seconds_count {10 * n}",
+            "go_goroutines 7",
+        ]
+        lines += [f'extra_series{{i="{i}"}} 1' for i in range(self.extra)]
+        if self.malformed:
+            lines += ["broken{{{ 1", "no_value_here", 'bad{a="unterminated} 1']
+        return ("\n".join(lines) + "\n").encode()
+
+
+def handler_for(state):
+    class Exporter(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            while state.mode == "hang":
+                time.sleep(0.05)
+            if urlparse(self.path).path != "/metrics":
+                return self.reply(404, b"not found\n", "text/plain")
+            body = state.body()
+            encoding = None
+            if state.gzip and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                body, encoding = gzip.compress(body), "gzip"
+            self.reply(200, body, "text/plain; version=0.0.4; charset=utf-8", encoding)
+
+        def reply(self, status, body, content_type, encoding=None):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            if encoding:
+                self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Exporter
+
+
+def control_for(state, server_box):
+    class Control(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            url = urlparse(self.path)
+            q = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if url.path == "/mode":
+                state.mode = q["m"]
+                if q["m"] == "down":
+                    server_box["server"].shutdown()
+                    server_box["server"].server_close()
+            elif url.path == "/extra":
+                state.extra = int(q["n"])
+            elif url.path == "/gzip":
+                state.gzip = q.get("on") == "1"
+            elif url.path == "/malformed":
+                state.malformed = q.get("on") == "1"
+            elif url.path == "/reset":
+                with state.lock:
+                    state.n = 0
+            body = json.dumps({"scrapes": state.n, "mode": state.mode}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Control
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=0)
+    args = p.parse_args()
+    state = State()
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(state))
+    server.daemon_threads = True
+    box = {"server": server}
+    control = ThreadingHTTPServer(("127.0.0.1", 0), control_for(state, box))
+    control.daemon_threads = True
+    for s in (server, control):
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    print(json.dumps({"ready": True, "port": server.server_address[1],
+                      "control_port": control.server_address[1]}), flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
