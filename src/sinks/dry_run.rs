@@ -6,9 +6,9 @@ use crate::sinks::cloudwatch::{MetricSink, PutError};
 
 /// Prints datums as JSON lines on stdout instead of sending them; needs no AWS access.
 ///
-/// Like the log, it never blocks on a stdout nobody reads: a batch whose lines could not all
-/// be queued counts as a failed put, so its datums wait in the queue as they would for an
-/// unreachable CloudWatch (lines that did get out are printed again with them).
+/// Like the log, it never blocks on a stdout nobody reads: a batch that could not be queued
+/// counts as a failed put, so its datums wait in the queue as they would for an unreachable
+/// CloudWatch.
 pub struct DryRunSink {
     out: LineWriter,
 }
@@ -23,7 +23,9 @@ impl DryRunSink {
 
 impl MetricSink for DryRunSink {
     async fn put(&self, namespace: &str, batch: &[Metric]) -> Result<(), PutError> {
-        let mut dropped = 0;
+        // One queued write per batch, not per line: a 1000-datum batch then takes one place
+        // in the writer's queue, and it is printed whole or not at all.
+        let mut text = String::with_capacity(batch.len() * 200);
         for d in batch {
             let mut line = serde_json::json!({
                 "namespace": namespace,
@@ -40,11 +42,12 @@ impl MetricSink for DryRunSink {
                     line["counts"] = serde_json::json!(counts);
                 }
             }
-            dropped += usize::from(!self.out.line(&format!("{line}\n")));
+            text.push_str(&line.to_string());
+            text.push('\n');
         }
-        if dropped > 0 {
+        if !self.out.line(&text) {
             return Err(PutError::Failed(format!(
-                "stdout is not being read: {dropped} of {} datum lines dropped",
+                "stdout is not being read: a batch of {} datum lines was not printed",
                 batch.len()
             )));
         }
