@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::metric::{Metric, Unit, Value};
 use crate::sources::{Collected, TargetStatus};
@@ -94,6 +94,9 @@ impl PrometheusSource {
                     }
                     let converted =
                         convert::convert(&scrape, &target.rules, &mut target.state, timestamp);
+                    if converted.non_finite > 0 {
+                        debug!(target = %url, dropped = converted.non_finite, "NaN or infinite samples dropped");
+                    }
                     if converted.over_cap > 0 && !target.capped_said {
                         target.capped_said = true;
                         warn!(target = %url, max_series = target.rules.max_series, not_published = converted.over_cap, "the target reached MAX_SERIES_PER_TARGET; its new series are not published. Fix: raise MAX_SERIES_PER_TARGET, or narrow INCLUDE_METRICS, EXCLUDE_METRICS or DROP_LABELS");
