@@ -96,12 +96,17 @@ def _ensure_cert():
     pem = STATE / "server.test.pem"
     if pem.exists():
         return pem
+    STATE.mkdir(exist_ok=True)
+    return self_signed(pem)
+
+
+def self_signed(pem):
+    """Writes a new key and self-signed certificate for `localhost` to `pem`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    STATE.mkdir(exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -245,13 +250,16 @@ class Exporter:
     """The test exporter (tests/fleet/exporter.py): known values that move by known amounts
     each scrape, with hostile modes switched through its control port."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """`tls`: a PEM with key and certificate, to serve https as `localhost`."""
+        self.tls = tls
         self.proc = None
         self.port = None
         self.control_port = None
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, str(EXPORTER)], stdout=subprocess.PIPE, text=True,
+        args = ["--tls", str(self.tls)] if self.tls else []
+        self.proc = subprocess.Popen([sys.executable, str(EXPORTER), *args], stdout=subprocess.PIPE, text=True,
                                      start_new_session=True)
         ready = json.loads(self.proc.stdout.readline())
         self.port, self.control_port = ready["port"], ready["control_port"]
@@ -259,6 +267,8 @@ class Exporter:
 
     @property
     def url(self):
+        if self.tls:
+            return f"https://localhost:{self.port}/metrics"
         return f"http://127.0.0.1:{self.port}/metrics"
 
     def control(self, path, **params):

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from harness import Agent, Exporter, agent_env, parse_ts
+from harness import STATE, Agent, Exporter, agent_env, parse_ts, self_signed
 
 REGION = {"Region": "eu-west-1"}
 
@@ -131,3 +131,30 @@ def test_include_metrics_and_drop_labels(localstack, reader, namespace, exporter
     assert names == {"room_temperature_celsius", "rpc_seconds", "rpc_seconds_sum", "rpc_seconds_count"}
     [(_, dims)] = [m for m in reader.metrics(namespace) if m[0] == "room_temperature_celsius"]
     assert dict(dims) == {}
+
+
+def test_https_targets_are_trusted_through_the_system_roots_only(localstack, reader, namespace, tmp_path):
+    """An https exporter whose certificate is the only one in SSL_CERT_FILE: scraped; trusting
+    another certificate instead: reported down with the TLS error, not scraped anyway."""
+    pem = STATE / "server.test.pem"
+    exporter = Exporter(tls=pem).start()
+    bundle = tmp_path / "ca.pem"
+    text = pem.read_text()
+    bundle.write_text(text[text.index("-----BEGIN CERTIFICATE"):])
+    other = self_signed(tmp_path / "other.pem").read_text()
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_text(other[other.index("-----BEGIN CERTIFICATE"):])
+    try:
+        trusted = scraping(localstack, namespace, exporter.url, SSL_CERT_FILE=bundle)
+        assert trusted.run_cycles(2, timeout=30) == 0
+        untrusted = scraping(localstack, namespace + "x", exporter.url, SSL_CERT_FILE=stranger)
+        assert untrusted.run_cycles(1, timeout=30) == 0
+    finally:
+        exporter.stop()
+    assert all(c["healthy"] == 1 for c in trusted.cycles())
+    stamps, start, end = window(trusted)
+    temp = reader.points(namespace, "room_temperature_celsius", {"room": "lab"}, start, end)
+    assert [p[1] for p in temp] == [21.5] * len(stamps)
+    assert all(c["unhealthy"] == 1 for c in untrusted.cycles())
+    [failure, *_] = [l for l in untrusted.logs() if l.get("message") == "scrape failed; the target is reported down"]
+    assert "certificate" in failure["error"].lower() or "issuer" in failure["error"].lower(), failure

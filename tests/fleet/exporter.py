@@ -19,6 +19,7 @@ The control port (POST) changes it: /mode?m=ok|down|hang, /extra?n=N, /gzip?on=1
 
 import argparse
 import gzip
+import ssl
 import json
 import threading
 import time
@@ -128,9 +129,14 @@ def control_for(state, server_box):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--tls", metavar="PEM", help="serve https with this key and certificate")
     args = p.parse_args()
     state = State()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(state))
+    if args.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     box = {"server": server}
     control = ThreadingHTTPServer(("127.0.0.1", 0), control_for(state, box))
