@@ -528,6 +528,17 @@ pub fn is_region(r: &str) -> bool {
         && number.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The reason to give when a target's `region=` is not a region name.
+pub fn check_region(region: &str, expected: &str) -> Result<(), String> {
+    if is_region(region) {
+        return Ok(());
+    }
+    Err(format!(
+        "{expected} ({:?} is not a region name such as us-east-1)",
+        untrusted::cut(region, 40)
+    ))
+}
+
 fn check_namespace(ns: &str) -> Result<(), String> {
     let len = ns.chars().count();
     if len == 0 || len > 255 {

@@ -53,6 +53,19 @@ pub fn cut(text: &str, max: usize) -> String {
     }
 }
 
+/// An error and its causes, `a: b: c` (hyper's own text says only "client error (Connect)"),
+/// made safe like any remote text: what a peer sent can appear in it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    remote(&text)
+}
+
 /// Every `scheme://user:password@` in `text` written `scheme://***@`, wherever it stands
 /// (a URL alone or inside a list of them).
 pub fn redact_userinfo(text: &str) -> String {

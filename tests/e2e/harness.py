@@ -186,6 +186,14 @@ class LocalStack:
                 self.proc.wait()
 
 
+def post_control(port, path, **params):
+    """POSTs to a test server's control port: its JSON answer."""
+    query = urllib.parse.urlencode(params)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}?{query}", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
 class Fleet:
     """The sample plugin fleet, one port per region, with its control API."""
 
@@ -222,10 +230,7 @@ class Fleet:
         return f"{self.base_port}-{self.base_port + count - 1}"
 
     def control(self, path, **params):
-        query = urllib.parse.urlencode(params)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}?{query}", method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.load(r)
+        return post_control(self.control_port, path, **params)
 
     def mode(self, region, mode):
         return self.control("/mode", region=region, mode=mode)
@@ -272,10 +277,7 @@ class Exporter:
         return f"http://127.0.0.1:{self.port}/metrics"
 
     def control(self, path, **params):
-        query = urllib.parse.urlencode(params)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}?{query}", method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.load(r)
+        return post_control(self.control_port, path, **params)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

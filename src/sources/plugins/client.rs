@@ -309,7 +309,7 @@ impl PluginClient {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| CallError::Transport(untrusted::remote(&error_chain(&e))))?;
+                .map_err(|e| CallError::Transport(untrusted::error_chain(&e)))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_BODY)
                 .collect()
@@ -334,18 +334,6 @@ fn code_for_status(status: u16) -> &'static str {
         429 | 502 | 503 | 504 => "unavailable",
         _ => "unknown",
     }
-}
-
-/// hyper's errors say "client error (Connect)"; the cause says what happened.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use super::basket::{self, Resource};
-use crate::config::{Problems, Variable, is_region};
+use crate::config::{Problems, Variable, check_region};
 use crate::untrusted;
 
 pub const DEFAULT_BASKET: &str = "ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100";
@@ -221,12 +221,7 @@ pub fn parse_targets(spec: &str) -> Result<Vec<ExplicitTarget>, String> {
             ));
         };
         let (region, url) = (region.trim(), url.trim());
-        if !is_region(region) {
-            return Err(format!(
-                "{EXPECTED} ({:?} is not a region name such as us-east-1)",
-                untrusted::cut(region, 40)
-            ));
-        }
+        check_region(region, EXPECTED)?;
         let base_url = parse_base_url(url)
             .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::cut(url, 80)))?;
         if targets.iter().any(|t| t.region == region) {

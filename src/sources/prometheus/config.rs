@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
-use crate::config::{Problems, Variable, is_region};
+use crate::config::{Problems, Variable, check_region};
 use crate::untrusted;
 
 pub const DEFAULT_MAX_SERIES: &str = "500";
@@ -183,11 +183,8 @@ pub fn parse_targets(spec: &str) -> Result<Vec<ScrapeTarget>, String> {
             Some((region, url)) if !region.contains("://") => (Some(region.trim()), url.trim()),
             _ => (None, entry),
         };
-        if let Some(r) = region.filter(|r| !is_region(r)) {
-            return Err(format!(
-                "{EXPECTED} ({:?} is not a region name such as us-east-1)",
-                untrusted::cut(r, 40)
-            ));
+        if let Some(r) = region {
+            check_region(r, EXPECTED)?;
         }
         let url = parse_url(url)
             .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::cut(url, 80)))?;

@@ -94,7 +94,7 @@ impl Scraper {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| ScrapeError::Transport(untrusted::remote(&error_chain(&e))))?;
+                .map_err(|e| ScrapeError::Transport(untrusted::error_chain(&e)))?;
             let status = response.status();
             if status != StatusCode::OK {
                 return Err(ScrapeError::Status(status.as_u16()));
@@ -148,18 +148,6 @@ pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, ScrapeError> {
         return Err(ScrapeError::TooLarge);
     }
     Ok(out)
-}
-
-/// hyper's errors say "client error (Connect)"; the causes say what happened.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
