@@ -50,41 +50,67 @@ pub fn directives(filter: &str) -> String {
 
 /// A line-oriented output that never blocks its caller: whole lines are queued for a writer
 /// thread, and dropped and counted when the queue is full. Dropping it gives the thread at
-/// most about a second to write what is queued.
+/// most 1.5 s to write what is queued.
 pub struct LineWriter {
     writer: NonBlocking,
     dropped: ErrorCounter,
-    _guard: WorkerGuard,
+    /// Dropped on a helper thread (see `Drop`): never None until then.
+    guard: Option<WorkerGuard>,
+}
+
+/// How long exit waits for the writer thread to write what is queued.
+const FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+impl Drop for LineWriter {
+    /// The guard flushes the queue, but when the queue is full it reports that with a
+    /// blocking `println!` to the very stdout that is stalled; so it is dropped on a thread
+    /// that exit waits for only so long.
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("output-flush".into())
+            .spawn(move || {
+                drop(guard);
+                let _ = done.send(());
+            });
+        if spawned.is_ok() {
+            let _ = finished.recv_timeout(FLUSH_AT_EXIT);
+        }
+    }
 }
 
 impl LineWriter {
     /// A writer on its own copy of stdout's or stderr's descriptor: unbuffered, so nothing
     /// half-written waits in std's stdout buffer for the exit-time flush, which would block
     /// on a full pipe. Falls back to std's handle if the descriptor cannot be copied.
-    pub fn stdout() -> Self {
+    /// `queued` is how many writes may wait for a slow output before new ones are dropped.
+    pub fn stdout(queued: usize) -> Self {
         match std::io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => Self::new(std::fs::File::from(fd)),
-            Err(_) => Self::new(std::io::stdout()),
+            Ok(fd) => Self::new(std::fs::File::from(fd), queued),
+            Err(_) => Self::new(std::io::stdout(), queued),
         }
     }
 
-    pub fn stderr() -> Self {
+    pub fn stderr(queued: usize) -> Self {
         match std::io::stderr().as_fd().try_clone_to_owned() {
-            Ok(fd) => Self::new(std::fs::File::from(fd)),
-            Err(_) => Self::new(std::io::stderr()),
+            Ok(fd) => Self::new(std::fs::File::from(fd), queued),
+            Err(_) => Self::new(std::io::stderr(), queued),
         }
     }
 
-    pub fn new<W: std::io::Write + Send + 'static>(out: W) -> Self {
+    pub fn new<W: std::io::Write + Send + 'static>(out: W, queued: usize) -> Self {
         let (writer, guard) = NonBlockingBuilder::default()
             .lossy(true)
-            .buffered_lines_limit(BUFFERED_LINES)
+            .buffered_lines_limit(queued)
             .thread_name("output")
             .finish(out);
         LineWriter {
             dropped: writer.error_counter(),
             writer,
-            _guard: guard,
+            guard: Some(guard),
         }
     }
 
@@ -135,13 +161,13 @@ pub fn report_dropped() {
 }
 
 /// Installs the log. Keep what it returns until the end: dropping it writes out the lines
-/// still queued (for at most about a second).
+/// still queued (for at most 1.5 s).
 #[must_use = "dropping the writer at once would lose the log's last lines"]
 pub fn init(format: LogFormat, filter: &str, to_stderr: bool) -> LineWriter {
     let out = if to_stderr {
-        LineWriter::stderr()
+        LineWriter::stderr(BUFFERED_LINES)
     } else {
-        LineWriter::stdout()
+        LineWriter::stdout(BUFFERED_LINES)
     };
     let writer = out.writer.clone();
     // init is called once per process; a second call keeps the first count.
@@ -215,7 +241,7 @@ mod tests {
     #[test]
     fn a_stalled_output_drops_and_counts_lines_instead_of_blocking() {
         let (release, stalled) = std::sync::mpsc::channel();
-        let out = LineWriter::new(Stalled(stalled));
+        let out = LineWriter::new(Stalled(stalled), BUFFERED_LINES);
         let started = std::time::Instant::now();
         let written = (0..BUFFERED_LINES * 3)
             .filter(|i| out.line(&format!("line {i}\n")))

@@ -4,6 +4,10 @@ use crate::logging::LineWriter;
 use crate::metric::{Metric, Value};
 use crate::sinks::cloudwatch::{MetricSink, PutError};
 
+/// Batches (of up to 1000 lines, about 200 KB) that may wait for a slow stdout: a few MB at
+/// most, and a stalled stdout shows within a few cycles.
+const QUEUED_BATCHES: usize = 16;
+
 /// Prints datums as JSON lines on stdout instead of sending them; needs no AWS access.
 ///
 /// Like the log, it never blocks on a stdout nobody reads: a batch that could not be queued
@@ -16,7 +20,7 @@ pub struct DryRunSink {
 impl DryRunSink {
     pub fn stdout() -> Self {
         DryRunSink {
-            out: LineWriter::stdout(),
+            out: LineWriter::stdout(QUEUED_BATCHES),
         }
     }
 }
