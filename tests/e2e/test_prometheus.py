@@ -10,6 +10,7 @@ import signal
 import pytest
 
 from harness import STATE, Agent, Exporter, agent_env, parse_ts, self_signed
+from test_health import scrape
 
 REGION = {"Region": "eu-west-1"}
 
@@ -93,8 +94,16 @@ def test_a_down_a_hung_and_a_garbled_target_cost_only_themselves(localstack, rea
         garbled.control("/malformed", on="1")
         garbled.control("/gzip", on="1")
         targets = ",".join(e.url for e in (good, hung, garbled, down))
-        agent = scraping(localstack, namespace, targets)
-        assert agent.run_cycles(3, timeout=30) == 0
+        agent = scraping(localstack, namespace, targets).start()
+        try:
+            agent.wait_cycles(3, timeout=30)
+            # The agent's own /metrics lists each scrape target and whether it is up.
+            up = {dict(labels)["target"]: v for (name, labels), v in scrape(agent).items()
+                  if name == "cloudwatch_publisher_target_up"}
+            assert up == {good.url: 1.0, garbled.url: 1.0, hung.url: 0.0, down.url: 0.0}
+            assert agent.stop(signal.SIGTERM)[0] == 0
+        finally:
+            agent.kill()
     finally:
         for e in (good, hung, garbled, down):
             e.stop()
