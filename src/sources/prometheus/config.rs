@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
+use super::parse::is_label_name;
 use crate::config::{Problems, Variable, check_region};
 use crate::untrusted;
 
@@ -166,12 +167,6 @@ fn is_glob(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'*' | b'?'))
-}
-
-fn is_label_name(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `[region=]url,...`: http or https, no credentials in the URL, each URL once.

@@ -390,8 +390,8 @@ fn is_metric_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
-/// `[a-zA-Z_][a-zA-Z0-9_]*`
-fn is_label_name(s: &str) -> bool {
+/// `[a-zA-Z_][a-zA-Z0-9_]*`; DROP_LABELS is checked by the same rule.
+pub(super) fn is_label_name(s: &str) -> bool {
     let mut bytes = s.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')

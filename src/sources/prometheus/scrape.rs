@@ -56,25 +56,19 @@ pub struct Scraper {
 impl Scraper {
     pub fn new() -> Self {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
         // No trust roots found is not fatal: plain-http targets still work, https ones fail
         // with the TLS error in their log line.
-        let connector = match builder.with_provider_and_native_roots(provider) {
-            Ok(b) => b.https_or_http().enable_http1().build(),
-            Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(
-                    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider.clone())
+            .unwrap_or_else(|_| {
+                let config = rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()
                     .expect("ring supports the default protocol versions")
                     .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-                )
-                .https_or_http()
-                .enable_http1()
-                .build(),
-        };
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            });
+        let connector = builder.https_or_http().enable_http1().build();
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
