@@ -9,12 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::logging;
-use crate::metric::Metric;
 use crate::self_metrics;
 use crate::sinks::cloudwatch::{MetricSink, PublishReport, Publisher, RetryPolicy};
 use crate::sources::plugins::Collector;
@@ -31,12 +30,12 @@ pub struct Agent<S> {
     stats: SharedStats,
     /// The Agent dimension, when SELF_METRICS is on.
     self_metrics: Option<String>,
-    /// The last cycle's self datums: they go out with the next publish.
-    self_datums: Vec<Metric>,
+    /// Corrupt records the self metrics have counted so far.
+    corrupt_reported: u64,
 }
 
 impl<S: MetricSink> Agent<S> {
-    pub fn new(config: &Config, sink: S) -> Self {
+    pub fn new(config: &Config, sink: S, buffer: Buffer) -> Self {
         let publisher = Publisher::new(sink, config.namespace.clone(), RetryPolicy::default());
         let mut sources = vec![Source::Plugins(Box::new(Collector::new(config)))];
         if !config.prometheus.targets.is_empty() {
@@ -45,7 +44,6 @@ impl<S: MetricSink> Agent<S> {
                 config.target_timeout,
             ))));
         }
-        let buffer = Buffer::new(config.queue_max_datums);
         Self::from_parts(sources, buffer, publisher, config.self_metrics.clone())
     }
 
@@ -61,7 +59,7 @@ impl<S: MetricSink> Agent<S> {
             publisher,
             stats: Stats::shared(SystemTime::now()),
             self_metrics,
-            self_datums: Vec::new(),
+            corrupt_reported: 0,
         }
     }
 
@@ -77,22 +75,27 @@ impl<S: MetricSink> Agent<S> {
         let started = Instant::now();
         let timestamp = whole_second(SystemTime::now());
         let Collected {
-            metrics: mut datums,
+            metrics: datums,
             statuses,
             summary,
         } = self.collect(timestamp).await;
         let collect_time = started.elapsed();
         let collected = datums.len();
-        datums.append(&mut self.self_datums);
-        self.buffer.push(datums);
-        let publish = self.publisher.publish(&mut self.buffer, deadline).await;
+        // Written ahead: in the buffer (and, with BUFFER_DIR, synced to disk) before the
+        // first PutMetricData of the cycle, so no crash from here on loses the cycle.
+        self.buffer.push(&datums, true);
+        drop(datums);
+        let mut publish = self.publisher.publish(&mut self.buffer, deadline).await;
+        self.trim(&mut publish);
         let duration = started.elapsed();
+        let gauges = self.buffer.gauges();
         // Counted before it is logged, so whoever reads the log line finds it in /metrics.
         self.stats.lock().expect("stats lock").record_cycle(
             collected,
             statuses,
             duration,
             &publish,
+            gauges,
             (timestamp, SystemTime::now()),
         );
         info!(
@@ -112,9 +115,28 @@ impl<S: MetricSink> Agent<S> {
         );
         logging::report_dropped();
         if let Some(agent) = &self.self_metrics {
-            self.self_datums = self_metrics::of_cycle(agent, duration, &publish, timestamp);
+            // A cycle's own figures are known only now; they wait in the buffer (written,
+            // synced with the next cycle's push) and go out with the next publish.
+            let corrupt = gauges.corrupt_total - self.corrupt_reported;
+            self.corrupt_reported = gauges.corrupt_total;
+            let own =
+                self_metrics::of_cycle(agent, duration, &publish, &gauges, corrupt, timestamp);
+            self.buffer.push(&own, false);
         }
         publish
+    }
+
+    /// Applies the buffer's bounds after a publish, and reports what they dropped.
+    fn trim(&mut self, publish: &mut PublishReport) {
+        let dropped = self.buffer.trim();
+        if dropped > 0 {
+            warn!(
+                dropped,
+                "buffer full (QUEUE_MAX_DATUMS in memory, BUFFER_MAX_BYTES on disk); oldest datums dropped"
+            );
+        }
+        publish.dropped_overflow += dropped;
+        publish.queued = self.buffer.len();
     }
 
     /// Every source at once, their collections merged in source order.
@@ -130,15 +152,15 @@ impl<S: MetricSink> Agent<S> {
     /// Sends whatever waits: the queue and the last cycle's self datums. Used at shutdown
     /// and after `--once`.
     pub async fn flush(&mut self, deadline: Instant) -> PublishReport {
-        if self.queued() == 0 {
+        if self.buffer.is_empty() {
             return PublishReport::default();
         }
-        self.buffer.push(std::mem::take(&mut self.self_datums));
-        let report = self.publisher.publish(&mut self.buffer, deadline).await;
+        let mut report = self.publisher.publish(&mut self.buffer, deadline).await;
+        self.trim(&mut report);
         self.stats
             .lock()
             .expect("stats lock")
-            .record_publish(&report);
+            .record_publish(&report, self.buffer.gauges());
         info!(
             published = report.published,
             calls = report.calls,
@@ -149,9 +171,14 @@ impl<S: MetricSink> Agent<S> {
         report
     }
 
-    /// Datums not yet delivered: the buffer and the self datums of the last cycle.
+    /// Datums not yet delivered (the last cycle's self metrics included).
     pub fn queued(&self) -> usize {
-        self.buffer.len() + self.self_datums.len()
+        self.buffer.len()
+    }
+
+    /// Whether what is not delivered at exit is kept on disk for the next start.
+    pub fn keeps_on_disk(&self) -> bool {
+        self.buffer.dir().is_some()
     }
 }
 
@@ -168,6 +195,7 @@ pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::metric::Metric;
     use crate::sinks::cloudwatch::PutError;
     use crate::sinks::cloudwatch::tests::{FakeSink, data, fast};
     use crate::sources::{Summary, TargetStatus};
@@ -195,10 +223,18 @@ pub(crate) mod tests {
         sink: FakeSink,
         self_metrics: Option<&str>,
     ) -> (Agent<Arc<FakeSink>>, Arc<FakeSink>) {
+        fake_agent_on(cycles, sink, self_metrics, Buffer::memory(100))
+    }
+
+    fn fake_agent_on(
+        cycles: Vec<Collected>,
+        sink: FakeSink,
+        self_metrics: Option<&str>,
+        buffer: Buffer,
+    ) -> (Agent<Arc<FakeSink>>, Arc<FakeSink>) {
         let sink = Arc::new(sink);
         let publisher = Publisher::new(sink.clone(), "Test/Agent".into(), fast());
         let source = Source::Fake(VecDeque::from(cycles));
-        let buffer = Buffer::new(100);
         let agent = Agent::from_parts(
             vec![source],
             buffer,
@@ -247,18 +283,18 @@ pub(crate) mod tests {
         );
         agent.run_cycle(soon()).await;
         let first_stamp = accepted(&sink)[0].timestamp;
-        assert_eq!(agent.queued(), 4, "the first cycle's self metrics wait");
+        assert_eq!(agent.queued(), 8, "the first cycle's self metrics wait");
         let report = agent.run_cycle(soon()).await;
-        assert_eq!(report.published, 2 + 4);
+        assert_eq!(report.published, 2 + 8);
         let own: Vec<Metric> = accepted(&sink)
             .into_iter()
             .filter(|m| m.dimensions.contains_key("Agent"))
             .collect();
-        assert_eq!(own.len(), 4);
+        assert_eq!(own.len(), 8);
         assert!(own.iter().all(|m| m.timestamp == first_stamp));
         // The second cycle's wait for the flush.
         let flushed = agent.flush(soon()).await;
-        assert_eq!((flushed.published, agent.queued()), (4, 0));
+        assert_eq!((flushed.published, agent.queued()), (8, 0));
     }
 
     #[tokio::test]
@@ -274,6 +310,39 @@ pub(crate) mod tests {
         assert_eq!((second.published, second.queued), (4, 0));
         let values: Vec<f64> = accepted(&sink).iter().map(|m| m.value.number()).collect();
         assert_eq!(values, [0.0, 1.0, 10.0, 11.0]);
+    }
+
+    #[tokio::test]
+    async fn a_cycle_is_on_disk_before_its_first_put_and_its_self_metrics_after_it() {
+        let dir = crate::buffer::tests::TempDir::new("write-ahead");
+        let open = || Buffer::open(dir.path(), 1 << 20, 1000).unwrap();
+        let (mut agent, _) = fake_agent_on(
+            vec![collected(0..3)],
+            FakeSink::hanging(),
+            Some("a"),
+            open(),
+        );
+        // The put never answers and the process dies there, as under kill -9.
+        let cut = tokio::time::timeout(Duration::from_millis(300), agent.run_cycle(soon())).await;
+        assert!(cut.is_err(), "the put hangs");
+        drop(agent);
+        let mut left = open();
+        let kept = left.peek(100);
+        let values: Vec<f64> = kept.iter().map(|m| m.value.number()).collect();
+        assert_eq!(values, [0.0, 1.0, 2.0]);
+
+        // A cycle that ends leaves its self metrics on disk too.
+        let (mut agent, _) = fake_agent_on(
+            vec![collected(10..12)],
+            FakeSink::always_failing(),
+            Some("a"),
+            left,
+        );
+        agent.run_cycle(soon()).await;
+        drop(agent);
+        let names: Vec<String> = open().peek(100).into_iter().map(|m| m.name).collect();
+        assert_eq!(names.len(), 3 + 2 + 8, "{names:?}");
+        assert_eq!(names.iter().filter(|n| *n == "CycleDuration").count(), 1);
     }
 
     #[tokio::test]

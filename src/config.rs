@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::buffer::config::{self as buffer, BufferConfig};
 use crate::schedule::Schedule;
 use crate::sources::plugins::config::{self as plugins, PluginsConfig};
 use crate::sources::prometheus::config::{self as prometheus, PrometheusConfig};
@@ -68,12 +69,9 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "after SIGTERM, time to finish the cycle and flush the queue",
         example: "25s",
     },
-    Variable {
-        name: "QUEUE_MAX_DATUMS",
-        default: DEFAULT_QUEUE_MAX_DATUMS,
-        meaning: "datums kept in memory while CloudWatch is unreachable; oldest dropped first",
-        example: "100000",
-    },
+    buffer::QUEUE_MAX_DATUMS,
+    buffer::BUFFER_DIR,
+    buffer::BUFFER_MAX_BYTES,
     Variable {
         name: "HEALTH_ADDR",
         default: DEFAULT_HEALTH_ADDR,
@@ -112,7 +110,6 @@ pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:8686";
 pub const DEFAULT_AGENT_NAME: &str = "cloudwatch-publisher";
 pub const DEFAULT_TARGET_TIMEOUT: &str = "5s";
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "10s";
-pub const DEFAULT_QUEUE_MAX_DATUMS: &str = "50000";
 pub const DEFAULT_SELF_METRICS: &str = "true";
 pub const DEFAULT_LOG_FORMAT: &str = "json";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -142,7 +139,7 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     pub target_timeout: Duration,
     pub shutdown_timeout: Duration,
-    pub queue_max_datums: usize,
+    pub buffer: BufferConfig,
     pub log_format: LogFormat,
     /// A tracing EnvFilter directive string.
     pub log_filter: String,
@@ -229,7 +226,6 @@ struct Raw {
     schedule: Option<String>,
     target_timeout: Option<String>,
     shutdown_timeout: Option<String>,
-    queue_max_datums: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
     rust_log: Option<String>,
@@ -296,13 +292,15 @@ impl Config {
         // each part of the configuration reads its own fields from the same list.
         let raws = envy::from_iter::<_, Raw>(vars.clone()).and_then(|raw| {
             let plugin_raw = envy::from_iter::<_, plugins::Raw>(vars.clone())?;
+            let buffer_raw = envy::from_iter::<_, buffer::Raw>(vars.clone())?;
             Ok((
                 raw,
                 plugin_raw,
                 envy::from_iter::<_, prometheus::Raw>(vars)?,
+                buffer_raw,
             ))
         });
-        let (raw, plugin_raw, prometheus_raw) = match raws {
+        let (raw, plugin_raw, prometheus_raw, buffer_raw) = match raws {
             Ok(raws) => raws,
             Err(e) => {
                 problems.bad("environment", "", e.to_string());
@@ -376,21 +374,7 @@ impl Config {
             raw.shutdown_timeout,
             DEFAULT_SHUTDOWN_TIMEOUT,
         );
-
-        let queue_text = raw
-            .queue_max_datums
-            .unwrap_or_else(|| DEFAULT_QUEUE_MAX_DATUMS.into());
-        let queue_max_datums = match queue_text.trim().parse::<usize>() {
-            Ok(n) if n <= 10_000_000 => Some(n),
-            _ => {
-                problems.bad(
-                    "QUEUE_MAX_DATUMS",
-                    &queue_text,
-                    "a whole number from 0 to 10000000".into(),
-                );
-                None
-            }
-        };
+        let buffer = buffer::parse(buffer_raw, &mut problems);
 
         let log_format = match LogFormat::parse(raw.log_format.as_deref()) {
             Ok(format) => Some(format),
@@ -484,7 +468,7 @@ impl Config {
             prometheus: prometheus.expect("validated"),
             target_timeout: target_timeout.expect("validated"),
             shutdown_timeout: shutdown_timeout.expect("validated"),
-            queue_max_datums: queue_max_datums.expect("validated"),
+            buffer: buffer.expect("validated"),
             log_format: log_format.expect("validated"),
             log_filter: log_filter.expect("validated"),
             health_addr: health_addr.expect("validated"),
@@ -592,7 +576,7 @@ mod tests {
         assert_eq!(c.plugins.basket.len(), 3);
         assert_eq!(c.target_timeout, Duration::from_secs(5));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
-        assert_eq!(c.queue_max_datums, 50_000);
+        assert_eq!(c.buffer.queue_max_datums, 50_000);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.log_filter, "info");
         assert_eq!(c.health_addr, Some("127.0.0.1:8686".parse().unwrap()));
@@ -697,7 +681,7 @@ mod tests {
         assert_eq!(c.plugins.basket[0].sku, "STANDARD");
         assert_eq!(c.target_timeout, Duration::from_millis(750));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
-        assert_eq!(c.queue_max_datums, 10);
+        assert_eq!(c.buffer.queue_max_datums, 10);
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.log_filter, "debug");
     }

@@ -8,10 +8,11 @@ use std::process::ExitCode;
 pub enum Exit {
     /// 0: everything collected was delivered (or a `healthcheck` found the agent healthy).
     Ok,
-    /// 1: datums could not be delivered and are lost with the process (or a `healthcheck`
-    /// found the agent unhealthy or silent).
+    /// 1: datums could not be delivered (without BUFFER_DIR they are lost with the process),
+    /// or a `healthcheck` found the agent unhealthy or silent.
     Failed,
-    /// 78 (EX_CONFIG from sysexits.h): invalid configuration, or HEALTH_ADDR unusable.
+    /// 78 (EX_CONFIG from sysexits.h): invalid configuration, HEALTH_ADDR unusable, or
+    /// BUFFER_DIR unusable or locked by another agent.
     Config,
     /// 128 + n: a second signal `n` during shutdown ended the process at once.
     Signal(i32),
@@ -20,9 +21,9 @@ pub enum Exit {
 impl Exit {
     /// What `--help` says of the exit codes.
     pub const HELP: &'static str = "Exit codes:\n  \
-        0   success, or stopped by SIGTERM/SIGINT/SIGHUP with everything delivered; healthcheck: healthy\n  \
-        1   datums could not be delivered (--once, or a shutdown whose SHUTDOWN_TIMEOUT ran out); healthcheck: unhealthy or no answer\n  \
-        78  invalid configuration, or HEALTH_ADDR cannot be listened on\n  \
+        0   success, or stopped by SIGTERM/SIGINT/SIGHUP with everything delivered (or kept in BUFFER_DIR); healthcheck: healthy\n  \
+        1   datums could not be delivered (--once, or a shutdown without BUFFER_DIR whose SHUTDOWN_TIMEOUT ran out); healthcheck: unhealthy or no answer\n  \
+        78  invalid configuration, HEALTH_ADDR cannot be listened on, or BUFFER_DIR unusable or held by another agent\n  \
         129/130/143  second SIGHUP/SIGINT/SIGTERM during shutdown\n";
 
     pub fn code(self) -> u8 {

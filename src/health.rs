@@ -267,6 +267,7 @@ mod tests {
             Vec::new(),
             Duration::from_secs(1),
             &PublishReport::default(),
+            crate::buffer::Gauges::default(),
             (start + Duration::from_secs(120), later),
         );
         let (status, _, _) = text(respond(&get("/healthz"), &stats, &ticks, later));

@@ -6,6 +6,7 @@ use aws_config::BehaviorVersion;
 use tracing::{error, info, warn};
 
 use crate::agent::Agent;
+use crate::buffer::Buffer;
 use crate::config::{self, Config};
 use crate::exit::Exit;
 use crate::health;
@@ -86,6 +87,27 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
         );
     }
 
+    let buffer = match (&config.buffer.dir, mode.dry_run) {
+        (Some(_), true) => {
+            // A dry run delivers nothing, so it must not empty the real buffer.
+            warn!(
+                variables = "BUFFER_DIR",
+                "BUFFER_DIR is not used with --dry-run; a dry run keeps its datums in memory"
+            );
+            Buffer::memory(config.buffer.queue_max_datums)
+        }
+        (Some(dir), false) => {
+            match Buffer::open(dir, config.buffer.max_bytes, config.buffer.queue_max_datums) {
+                Ok(buffer) => buffer,
+                Err(e) => {
+                    error!(variables = "BUFFER_DIR", "{e}");
+                    return Ok(Exit::Config);
+                }
+            }
+        }
+        (None, _) => Buffer::memory(config.buffer.queue_max_datums),
+    };
+
     let sink = if mode.dry_run {
         Sink::DryRun(DryRunSink::stdout())
     } else {
@@ -122,6 +144,7 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
         once = mode.once,
         health_addr = config.health_addr.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()),
         self_metrics = config.self_metrics.as_deref().unwrap_or("off"),
+        buffer_dir = config.buffer.dir.as_ref().filter(|_| !mode.dry_run).map(|d| d.display().to_string()).unwrap_or_else(|| "memory".into()),
         open_files_limit = open_files,
         "starting"
     );
@@ -134,7 +157,7 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
         );
     }
 
-    let mut agent = Agent::new(&config, sink);
+    let mut agent = Agent::new(&config, sink, buffer);
     // One-shot runs end before any probe would ask; they get no listener.
     if let (Some(addr), false) = (config.health_addr, mode.once) {
         match health::bind(addr).await {

@@ -73,10 +73,17 @@ pub async fn run_once<S: MetricSink>(
         agent.flush(deadline).await;
     }
     if agent.queued() > 0 {
-        error!(
-            undelivered = agent.queued(),
-            "publishing failed; these datums are lost when --once exits"
-        );
+        if agent.keeps_on_disk() {
+            error!(
+                undelivered = agent.queued(),
+                "publishing failed; these datums stay in BUFFER_DIR and go out first on the next run"
+            );
+        } else {
+            error!(
+                undelivered = agent.queued(),
+                "publishing failed; these datums are lost when --once exits"
+            );
+        }
         Exit::Failed
     } else {
         Exit::Ok
@@ -92,6 +99,7 @@ pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
     shutdown_timeout: Duration,
 ) -> Result<Exit, SchedulerError> {
     let stats = agent.stats();
+    let on_disk = agent.keeps_on_disk();
     let agent = Arc::new(Mutex::new(agent));
     let mut scheduler = JobScheduler::new().await?;
     let (job_agent, job_schedule, job_stats) = (agent.clone(), schedule.clone(), stats.clone());
@@ -116,16 +124,25 @@ pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
         agent.flush(deadline).await;
         agent.queued()
     };
-    // Whatever is not delivered now is lost with the process, so that is a failure.
+    // Without a disk buffer whatever is not delivered now is lost with the process, so that
+    // is a failure; with one it waits in BUFFER_DIR for the next start.
     let code = tokio::select! {
         drained = tokio::time::timeout_at(deadline, drain) => match drained {
             Ok(0) => {
                 info!("stopped cleanly");
                 Exit::Ok
             }
+            Ok(left) if on_disk => {
+                warn!(kept = left, "stopped; the datums CloudWatch did not take stay in BUFFER_DIR for the next start");
+                Exit::Ok
+            }
             Ok(left) => {
                 error!(lost = left, "stopped with datums CloudWatch did not take");
                 Exit::Failed
+            }
+            Err(_) if on_disk => {
+                warn!("SHUTDOWN_TIMEOUT passed before the cycle and the queue were done; what was collected stays in BUFFER_DIR for the next start");
+                Exit::Ok
             }
             Err(_) => {
                 error!("SHUTDOWN_TIMEOUT passed before the cycle and the queue were done; undelivered datums are lost");
@@ -191,7 +208,7 @@ mod tests {
     async fn the_drain_flushes_the_last_self_metrics_and_exits_0() {
         let (exit, accepted) = scheduled(FakeSink::default(), Duration::from_secs(5), &[15]).await;
         assert_eq!(exit, Exit::Ok);
-        assert_eq!(accepted, 3 + 4);
+        assert_eq!(accepted, 3 + 8);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::buffer::Gauges;
 use crate::schedule::Ticks;
 use crate::sinks::cloudwatch::PublishReport;
 use crate::sources::TargetStatus;
@@ -33,6 +34,10 @@ pub struct Stats {
     pub dropped_overflow: u64,
     pub dropped_expired: u64,
     pub queued: usize,
+    /// The buffer after the last publish.
+    pub buffer: Gauges,
+    /// The age of the oldest datum waiting, when the last publish ended.
+    pub buffer_oldest_age: Duration,
     pub put_calls: u64,
     pub put_failures: u64,
     pub last_cycle_duration: Option<Duration>,
@@ -66,6 +71,8 @@ impl Stats {
             dropped_overflow: 0,
             dropped_expired: 0,
             queued: 0,
+            buffer: Gauges::default(),
+            buffer_oldest_age: Duration::ZERO,
             put_calls: 0,
             put_failures: 0,
             last_cycle_duration: None,
@@ -80,7 +87,11 @@ impl Stats {
     }
 
     /// Counts one publish: a cycle's, or the shutdown flush.
-    pub fn record_publish(&mut self, report: &PublishReport) {
+    pub fn record_publish(&mut self, report: &PublishReport, buffer: Gauges) {
+        self.buffer = buffer;
+        self.buffer_oldest_age = buffer.oldest.map_or(Duration::ZERO, |t| {
+            SystemTime::now().duration_since(t).unwrap_or_default()
+        });
         self.datums_published += report.published as u64;
         self.dropped_invalid += report.dropped_invalid as u64;
         self.dropped_rejected += report.dropped_rejected as u64;
@@ -98,11 +109,12 @@ impl Stats {
         targets: Vec<TargetStatus>,
         duration: Duration,
         report: &PublishReport,
+        buffer: Gauges,
         (stamp, now): (SystemTime, SystemTime),
     ) {
         self.cycles += 1;
         self.datums_collected += collected as u64;
-        self.record_publish(report);
+        self.record_publish(report, buffer);
         self.last_cycle_duration = Some(duration);
         self.targets = targets;
         if report.failed {
@@ -243,8 +255,26 @@ impl Stats {
             (
                 "datums_queued",
                 gauge,
-                "Datums waiting in the retry queue.",
+                "Datums waiting in the buffer (memory or BUFFER_DIR) to be delivered.",
                 self.queued as f64,
+            ),
+            (
+                "buffer_bytes",
+                gauge,
+                "Bytes of the records waiting in the buffer.",
+                self.buffer.bytes as f64,
+            ),
+            (
+                "buffer_oldest_age_seconds",
+                gauge,
+                "Age of the oldest datum waiting when the last publish ended; 0 if none.",
+                self.buffer_oldest_age.as_secs_f64(),
+            ),
+            (
+                "buffer_corrupt_records_total",
+                counter,
+                "Torn or corrupt records skipped in BUFFER_DIR.",
+                self.buffer.corrupt_total as f64,
             ),
             (
                 "put_metric_data_calls_total",
@@ -274,6 +304,14 @@ impl Stats {
             ]
             .map(|(reason, n)| (labels(&[("reason", reason)]), n as f64)),
         );
+        if let Some(ok) = self.buffer.disk_ok {
+            metric(
+                "buffer_disk_writable",
+                "gauge",
+                "1 if the last write to BUFFER_DIR succeeded; 0 while cycles are kept in memory instead.",
+                &[(String::new(), if ok { 1.0 } else { 0.0 })],
+            );
+        }
         let target_labels = |t: &TargetStatus| {
             labels(&[
                 ("target", &t.base_url),
@@ -354,7 +392,14 @@ mod tests {
     fn record(s: &mut Stats, failed: bool, stamp: u64, end: u64) {
         let published = if failed { 0 } else { 10 };
         let r = report(published, failed);
-        s.record_cycle(10, Vec::new(), MINUTE / 60, &r, (at(stamp), at(end)));
+        s.record_cycle(
+            10,
+            Vec::new(),
+            MINUTE / 60,
+            &r,
+            Gauges::default(),
+            (at(stamp), at(end)),
+        );
     }
 
     fn after_cycle(end: u64, failed: bool) -> Stats {
@@ -443,6 +488,7 @@ mod tests {
             Vec::new(),
             MINUTE / 60,
             &report(10, false),
+            Gauges::default(),
             (at("2026-11-20T09:00:00Z"), at("2026-11-20T09:00:02Z")),
         );
         for now in [
@@ -483,8 +529,8 @@ mod tests {
             dropped_expired: 4,
             failed: false,
         };
-        s.record_publish(&r);
-        s.record_publish(&r);
+        s.record_publish(&r, Gauges::default());
+        s.record_publish(&r, Gauges::default());
         assert_eq!(
             (s.datums_published, s.put_calls, s.put_failures),
             (14, 6, 4)

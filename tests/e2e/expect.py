@@ -6,7 +6,8 @@ UNITS = {"PluginHealthy": "None", "HealthCheckLatency": "Milliseconds",
          "ProjectedMonthlyCost": "None", "UnitPrice": "None", "CarbonFootprint": "None",
          "CostQueryErrors": "Count"}
 SELF_UNITS = {"CycleDuration": "Milliseconds", "DatumsPublished": "Count", "QueueDepth": "Count",
-              "PublishFailures": "Count"}
+              "PublishFailures": "Count", "QueueBytes": "Bytes", "QueueOldestAge": "Seconds",
+              "DatumsDropped": "Count", "BufferCorruptRecords": "Count"}
 
 
 def parse_basket(spec):

@@ -117,8 +117,10 @@ def test_self_metrics_describe_each_cycle_under_the_agent_dimension_only(localst
         assert unit == "Milliseconds" and abs(duration - cycle["duration_ms"]) <= 1
         assert reader.at(namespace, "QueueDepth", dims, stamp)[0][1] == 0
         assert reader.at(namespace, "PublishFailures", dims, stamp)[0][1] == 0
-    # From the second cycle on, a cycle publishes its datums plus the previous cycle's four.
-    assert [c["published"] - c["datums"] for c in cycles] == [0] + [4] * (len(cycles) - 1)
+        for name in ("QueueBytes", "QueueOldestAge", "DatumsDropped", "BufferCorruptRecords"):
+            assert reader.at(namespace, name, dims, stamp)[0][1] == 0, name
+    # From the second cycle on, a cycle publishes its datums plus the previous cycle's eight.
+    assert [c["published"] - c["datums"] for c in cycles] == [0] + [8] * (len(cycles) - 1)
 
 
 def test_self_metrics_off_sends_none_and_once_never_listens(localstack, reader, fleet, namespace):

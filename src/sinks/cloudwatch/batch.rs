@@ -4,6 +4,8 @@
 //! CBOR; rather than encode twice, each datum's encoded size is bounded from above (every
 //! CBOR header at its widest), so a batch that fits here fits on the wire.
 
+use std::ops::Range;
+
 use crate::metric::{Metric, Value};
 
 pub const MAX_DATUMS: usize = 1000;
@@ -43,23 +45,23 @@ pub fn request_overhead(namespace: &str) -> usize {
     REQUEST_OVERHEAD + namespace.len()
 }
 
-/// Groups `datums` in order into batches within both limits.
-pub fn split(datums: Vec<Metric>, namespace: &str) -> Vec<Vec<Metric>> {
+/// Cuts `datums` in order into batches within both limits: each batch a range of them.
+pub fn split(datums: &[Metric], namespace: &str) -> Vec<Range<usize>> {
     let base = request_overhead(namespace);
     let mut batches = Vec::new();
-    let mut current: Vec<Metric> = Vec::new();
+    let mut start = 0;
     let mut bytes = base;
-    for d in datums {
-        let size = encoded_size(&d);
-        if !current.is_empty() && (current.len() == MAX_DATUMS || bytes + size > MAX_BODY_BYTES) {
-            batches.push(std::mem::take(&mut current));
+    for (i, d) in datums.iter().enumerate() {
+        let size = encoded_size(d);
+        if i > start && (i - start == MAX_DATUMS || bytes + size > MAX_BODY_BYTES) {
+            batches.push(start..i);
+            start = i;
             bytes = base;
         }
         bytes += size;
-        current.push(d);
     }
-    if !current.is_empty() {
-        batches.push(current);
+    if start < datums.len() {
+        batches.push(start..datums.len());
     }
     batches
 }
@@ -92,27 +94,27 @@ mod tests {
         d
     }
 
-    fn sizes(batches: &[Vec<Metric>]) -> Vec<usize> {
-        batches.iter().map(Vec::len).collect()
+    fn sizes(batches: &[Range<usize>]) -> Vec<usize> {
+        batches.iter().map(Range::len).collect()
     }
 
     #[test]
     fn nothing_in_nothing_out() {
-        assert!(split(vec![], NS).is_empty());
+        assert!(split(&[], NS).is_empty());
     }
 
     #[test]
     fn exactly_1000_datums_is_one_request() {
-        let batches = split((0..1000).map(datum).collect(), NS);
+        let ds: Vec<Metric> = (0..1000).map(datum).collect();
+        let batches = split(&ds, NS);
         assert_eq!(sizes(&batches), [1000]);
     }
 
     #[test]
     fn the_1001st_datum_starts_a_second_request_and_order_is_kept() {
-        let batches = split((0..2001).map(datum).collect(), NS);
-        assert_eq!(sizes(&batches), [1000, 1000, 1]);
-        let values: Vec<f64> = batches.iter().flatten().map(|d| d.value.number()).collect();
-        assert_eq!(values, (0..2001).map(|i| i as f64).collect::<Vec<_>>());
+        let ds: Vec<Metric> = (0..2001).map(datum).collect();
+        let batches = split(&ds, NS);
+        assert_eq!(batches, [0..1000, 1000..2000, 2000..2001]);
     }
 
     #[test]
@@ -122,7 +124,7 @@ mod tests {
         let each = room / 4;
         let mut ds: Vec<Metric> = (0..3).map(|_| datum_of_size(each)).collect();
         ds.push(datum_of_size(room - 3 * each));
-        let batches = split(ds, NS);
+        let batches = split(&ds, NS);
         assert_eq!(sizes(&batches), [4]);
     }
 
@@ -132,7 +134,7 @@ mod tests {
         let each = room / 4;
         let mut ds: Vec<Metric> = (0..3).map(|_| datum_of_size(each)).collect();
         ds.push(datum_of_size(room - 3 * each + 1));
-        let batches = split(ds, NS);
+        let batches = split(&ds, NS);
         assert_eq!(sizes(&batches), [3, 1]);
     }
 
@@ -141,11 +143,12 @@ mod tests {
         let ds: Vec<Metric> = (0..5000)
             .map(|i| datum_of_size(DATUM_OVERHEAD + 1 + (i * 7919) % 4000))
             .collect();
-        let batches = split(ds, NS);
-        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 5000);
+        let batches = split(&ds, NS);
+        assert_eq!(batches.iter().map(Range::len).sum::<usize>(), 5000);
         for b in &batches {
             assert!(b.len() <= MAX_DATUMS);
-            let bytes: usize = request_overhead(NS) + b.iter().map(encoded_size).sum::<usize>();
+            let bytes: usize =
+                request_overhead(NS) + ds[b.clone()].iter().map(encoded_size).sum::<usize>();
             assert!(bytes <= MAX_BODY_BYTES, "{bytes}");
         }
     }

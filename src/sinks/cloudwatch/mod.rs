@@ -16,6 +16,8 @@ pub mod sdk;
 #[cfg(test)]
 mod sdk_errors;
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +27,11 @@ use tracing::{error, info, warn};
 
 use crate::buffer::Buffer;
 use crate::metric::Metric;
+
+/// Datums read from the buffer at a time: ten full requests.
+const CHUNK_DATUMS: usize = 10 * batch::MAX_DATUMS;
+/// Datums this close to the 14-day limit would likely expire on the way; they are dropped.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
 /// How a PutMetricData call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -110,77 +117,113 @@ impl<S: MetricSink> Publisher<S> {
         }
     }
 
-    /// Sends everything waiting in `buffer`, oldest first, trying until `deadline`; what
-    /// could not be delivered is parked back in it.
+    /// Sends what waits in `buffer`, oldest first, trying until `deadline`. Each run of
+    /// datums leaves the buffer once CloudWatch has taken it, or once it is dropped for good
+    /// (invalid, rejected, expired); the rest stays for the next publish.
     pub async fn publish(&mut self, buffer: &mut Buffer, deadline: Instant) -> PublishReport {
         let mut report = PublishReport::default();
-        let now = SystemTime::now();
-        let (all, expired) = buffer.take(now);
-        if expired > 0 {
-            warn!(
-                dropped = expired,
-                "queued datums reached CloudWatch's 14-day limit; dropped"
-            );
+        loop {
+            let chunk = buffer.peek(CHUNK_DATUMS);
+            if chunk.is_empty() {
+                break;
+            }
+            let whole = self
+                .publish_chunk(chunk, buffer, deadline, &mut report)
+                .await;
+            if !whole || Instant::now() >= deadline {
+                break;
+            }
         }
-        report.dropped_expired = expired;
-        let valid: Vec<Metric> = all
-            .into_iter()
-            .filter(|d| match rules::check(d, now) {
-                Ok(()) => true,
+        report.queued = buffer.len();
+        report
+    }
+
+    /// Sends one chunk in order, acknowledging each prefix as it is done with; true when
+    /// all of it was.
+    async fn publish_chunk(
+        &mut self,
+        chunk: Vec<Metric>,
+        buffer: &mut Buffer,
+        deadline: Instant,
+        report: &mut PublishReport,
+    ) -> bool {
+        let now = SystemTime::now();
+        let total = chunk.len();
+        // The datums to send, and where each stood in the chunk.
+        let mut valid = Vec::with_capacity(total);
+        let mut position = Vec::with_capacity(total);
+        let mut expired = 0;
+        for (i, d) in chunk.into_iter().enumerate() {
+            if now
+                .duration_since(d.timestamp)
+                .is_ok_and(|age| age + EXPIRY_MARGIN > rules::MAX_AGE)
+            {
+                expired += 1;
+                continue;
+            }
+            match rules::check(&d, now) {
+                Ok(()) => {
+                    valid.push(d);
+                    position.push(i);
+                }
                 Err(why) => {
                     warn!(datum = %d, value = ?d.value, error = %why, "invalid datum dropped");
                     report.dropped_invalid += 1;
-                    false
                 }
-            })
-            .collect();
+            }
+        }
+        if expired > 0 {
+            warn!(
+                dropped = expired,
+                "buffered datums reached CloudWatch's 14-day limit; dropped"
+            );
+            report.dropped_expired += expired;
+        }
 
-        let mut pending: std::collections::VecDeque<Vec<Metric>> =
-            batch::split(valid, &self.namespace).into();
-        while let Some(mut b) = pending.pop_front() {
+        let mut pending: VecDeque<Range<usize>> = batch::split(&valid, &self.namespace).into();
+        // Datums of the chunk already acknowledged.
+        let mut acked = 0;
+        // Acknowledges everything before the first datum still to send.
+        let mut ack_upto = |pending: &VecDeque<Range<usize>>, buffer: &mut Buffer| {
+            let upto = pending.front().map_or(total, |r| position[r.start]);
+            buffer.ack(upto - acked);
+            acked = upto;
+        };
+        ack_upto(&pending, buffer);
+        while let Some(b) = pending.pop_front() {
             // Past the deadline the rest waits for the next cycle rather than delaying it: a
             // skipped tick would lose a cycle of data, a deferred batch loses nothing. The
             // first batch always gets its attempt, so a late cycle still makes progress.
             if report.calls > 0 && Instant::now() >= deadline {
                 pending.push_front(b);
                 info!(
-                    datums = pending.iter().map(Vec::len).sum::<usize>(),
+                    datums = buffer.len(),
                     "cycle deadline reached; the remaining datums go first next cycle"
                 );
-                break;
+                return false;
             }
-            match self.send(&b, deadline, &mut report).await {
+            match self.send(&valid[b.clone()], deadline, report).await {
                 Ok(()) => report.published += b.len(),
                 Err(PutError::Rejected(why)) if b.len() > 1 => {
                     warn!(datums = b.len(), error = %why, "CloudWatch rejected a batch; splitting it to find the bad datum");
-                    let right = b.split_off(b.len() / 2);
-                    pending.push_front(right);
-                    pending.push_front(b);
+                    let mid = b.start + b.len() / 2;
+                    pending.push_front(mid..b.end);
+                    pending.push_front(b.start..mid);
                 }
                 Err(PutError::Rejected(why)) => {
-                    warn!(datum = %b[0], value = ?b[0].value, error = %why, "CloudWatch rejected datum; dropped");
+                    let d = &valid[b.start];
+                    warn!(datum = %d, value = ?d.value, error = %why, "CloudWatch rejected datum; dropped");
                     report.dropped_rejected += 1;
                 }
                 Err(e) => {
                     error!(datums = b.len(), error = %e, "PutMetricData failed; datums kept for the next cycle");
                     report.failed = true;
-                    pending.push_front(b);
-                    break;
+                    return false;
                 }
             }
+            ack_upto(&pending, buffer);
         }
-        let leftover: Vec<Metric> = pending.into_iter().flatten().collect();
-        let overflow = buffer.park(leftover);
-        if overflow > 0 {
-            warn!(
-                dropped = overflow,
-                queue_max = buffer.len(),
-                "queue full (QUEUE_MAX_DATUMS); oldest datums dropped"
-            );
-        }
-        report.dropped_overflow = overflow;
-        report.queued = buffer.len();
-        report
+        true
     }
 
     /// One batch, retried with backoff while the error is transient and time remains.
@@ -338,14 +381,18 @@ pub(crate) mod tests {
         fn new(sink: S, buffer_max: usize, retry: RetryPolicy) -> Self {
             Rig {
                 p: Publisher::new(sink, "Test/Ns".into(), retry),
-                buffer: Buffer::new(buffer_max),
+                buffer: Buffer::memory(buffer_max),
             }
         }
 
-        /// A cycle's publish: `new` into the buffer, then everything in it to the sink.
+        /// A cycle's publish: `new` into the buffer, everything in it to the sink, then the
+        /// buffer's bounds.
         async fn publish(&mut self, new: Vec<Metric>, deadline: Instant) -> PublishReport {
-            self.buffer.push(new);
-            self.p.publish(&mut self.buffer, deadline).await
+            self.buffer.push(&new, true);
+            let mut r = self.p.publish(&mut self.buffer, deadline).await;
+            r.dropped_overflow = self.buffer.trim();
+            r.queued = self.buffer.len();
+            r
         }
 
         fn sink(&self) -> &S {
@@ -515,7 +562,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn after_one_batch_fails_the_rest_are_parked_without_calls() {
         let mut p = publisher(FakeSink::always(PutError::Failed("AccessDenied".into())));
-        p.buffer = Buffer::new(5000);
+        p.buffer = Buffer::memory(5000);
         let r = p.publish(data(0..2500), soon()).await;
         assert_eq!((r.calls, r.queued), (1, 2500));
     }
@@ -538,7 +585,7 @@ pub(crate) mod tests {
     async fn queued_datums_past_14_days_are_dropped_as_expired() {
         let mut p = publisher(FakeSink::default());
         let old = SystemTime::now() - crate::sinks::cloudwatch::rules::MAX_AGE;
-        p.buffer.park(vec![datum(1, old)]);
+        p.buffer.push(&[datum(1, old)], true);
         let r = p.publish(data(2..3), soon()).await;
         assert_eq!((r.published, r.dropped_expired), (1, 1));
     }

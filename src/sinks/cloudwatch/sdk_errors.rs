@@ -179,8 +179,8 @@ async fn publish_through(
         "Test/Errors".into(),
         policy(Duration::from_secs(2)),
     );
-    let mut buffer = Buffer::new(100);
-    buffer.push(batch);
+    let mut buffer = Buffer::memory(100);
+    buffer.push(&batch, true);
     let report = publisher
         .publish(&mut buffer, Instant::now() + Duration::from_secs(10))
         .await;
@@ -246,8 +246,8 @@ async fn a_hung_call_is_cut_at_the_deadline_but_never_before_the_minimum_attempt
         "Test/Errors".into(),
         policy(Duration::from_millis(300)),
     );
-    let mut buffer = Buffer::new(100);
-    buffer.push(vec![datum("Healthy", 1)]);
+    let mut buffer = Buffer::memory(100);
+    buffer.push(&[datum("Healthy", 1)], true);
     let started = Instant::now();
     let report = publisher.publish(&mut buffer, Instant::now()).await;
     let took = started.elapsed();

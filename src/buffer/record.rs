@@ -1,0 +1,560 @@
+//! The buffer's record format: how a run of metrics, or an acknowledgement, is laid out in
+//! bytes, in memory and in segment files alike. Pure: bytes in, records out.
+//!
+//! A frame is `magic (4) | payload length (u32 LE) | CRC-32 of the payload (u32 LE) |
+//! payload`. The magic lets [`scan`] find the next frame after a torn or corrupt one, so one
+//! bad record never costs the records behind it. Payloads:
+//!
+//! - data: `1 | id (u64) | datums (u32) | oldest timestamp (secs u64, nanos u32) | datums`;
+//! - ack: `2 | id (u64) | done (u32)`: every record before `id` and the first `done` datums
+//!   of record `id` have left the buffer.
+//!
+//! Numbers are little-endian; lengths and counts inside a datum are LEB128. The layout is
+//! written by hand rather than with a serde format so that it is fixed: a buffer written by
+//! one release is read by the next, and the decoder, fed whatever a disk hands back, checks
+//! every length against what is left before it allocates.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::metric::{Metric, Unit, Value};
+
+pub const MAGIC: [u8; 4] = *b"CWB1";
+pub const HEADER: usize = 12;
+/// No record is larger: a frame claiming more is corrupt.
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+const DATA: u8 = 1;
+const ACK: u8 = 2;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record ends early")]
+    Truncated,
+    #[error("unknown record kind {0}")]
+    Kind(u8),
+    #[error("unknown {0} tag {1}")]
+    Tag(&'static str, u8),
+    #[error("text is not UTF-8")]
+    Utf8,
+    #[error("{0} bytes left over after the record")]
+    Trailing(usize),
+    #[error("count {0} does not match {1} datums")]
+    Count(u32, usize),
+}
+
+/// What a record's payload says, short of decoding its datums.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Head {
+    Data {
+        id: u64,
+        datums: u32,
+        oldest: SystemTime,
+    },
+    Ack {
+        id: u64,
+        done: u32,
+    },
+}
+
+/// One frame around `payload`.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a data record holding `metrics`.
+pub fn data(id: u64, metrics: &[Metric]) -> Vec<u8> {
+    let oldest = metrics
+        .iter()
+        .map(|m| m.timestamp)
+        .min()
+        .unwrap_or(UNIX_EPOCH);
+    let mut out = Vec::with_capacity(32 + 48 * metrics.len());
+    out.push(DATA);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&(metrics.len() as u32).to_le_bytes());
+    put_time(&mut out, oldest);
+    for m in metrics {
+        put_metric(&mut out, m);
+    }
+    out
+}
+
+/// The payload of an ack record.
+pub fn ack(id: u64, done: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.push(ACK);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&done.to_le_bytes());
+    out
+}
+
+/// Reads a payload's head.
+pub fn head(payload: &[u8]) -> Result<Head, DecodeError> {
+    let mut r = Reader(payload);
+    match r.u8()? {
+        DATA => Ok(Head::Data {
+            id: r.u64()?,
+            datums: r.u32()?,
+            oldest: r.time()?,
+        }),
+        ACK => {
+            let head = Head::Ack {
+                id: r.u64()?,
+                done: r.u32()?,
+            };
+            r.finish()?;
+            Ok(head)
+        }
+        kind => Err(DecodeError::Kind(kind)),
+    }
+}
+
+/// Decodes a data record's datums.
+pub fn metrics(payload: &[u8]) -> Result<Vec<Metric>, DecodeError> {
+    let mut r = Reader(payload);
+    match r.u8()? {
+        DATA => {}
+        kind => return Err(DecodeError::Kind(kind)),
+    }
+    r.u64()?;
+    let count = r.u32()?;
+    r.time()?;
+    // Each datum takes at least 8 bytes, so a lying count cannot make us allocate much.
+    let mut out = Vec::with_capacity((count as usize).min(r.0.len() / 8));
+    while !r.0.is_empty() {
+        out.push(r.metric()?);
+    }
+    if out.len() != count as usize {
+        return Err(DecodeError::Count(count, out.len()));
+    }
+    Ok(out)
+}
+
+/// What [`scan`] found in a run of frames.
+#[derive(Debug, Default, PartialEq)]
+pub struct Scan {
+    /// Each intact frame: its offset and its payload's range in the input.
+    pub frames: Vec<(usize, std::ops::Range<usize>)>,
+    /// Each stretch of bytes that is not an intact frame: offset and length.
+    pub corrupt: Vec<(usize, usize)>,
+}
+
+/// Finds every intact frame in `bytes`. A stretch that is not one (a torn tail, flipped
+/// bits, garbage) is skipped up to the next magic that starts an intact frame.
+pub fn scan(bytes: &[u8]) -> Scan {
+    let mut out = Scan::default();
+    let mut at = 0;
+    let mut bad_since: Option<usize> = None;
+    while at < bytes.len() {
+        match intact(&bytes[at..]) {
+            Some(len) => {
+                if let Some(start) = bad_since.take() {
+                    out.corrupt.push((start, at - start));
+                }
+                out.frames.push((at, at + HEADER..at + HEADER + len));
+                at += HEADER + len;
+            }
+            None => {
+                bad_since.get_or_insert(at);
+                at += 1;
+                at += find_magic(&bytes[at..]).unwrap_or(bytes.len() - at);
+            }
+        }
+    }
+    if let Some(start) = bad_since {
+        out.corrupt.push((start, bytes.len() - start));
+    }
+    out
+}
+
+/// The payload length of the frame at the start of `bytes`, if one is whole and intact.
+fn intact(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < HEADER || bytes[..4] != MAGIC {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes[4..8].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
+    let payload = bytes.get(HEADER..HEADER.checked_add(len)?)?;
+    (len <= MAX_PAYLOAD && crc32fast::hash(payload) == crc).then_some(len)
+}
+
+fn find_magic(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(MAGIC.len()).position(|w| w == MAGIC)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_time(out: &mut Vec<u8>, t: SystemTime) {
+    // Before 1970 cannot come from a source; it is stored as the epoch.
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    out.extend_from_slice(&d.as_secs().to_le_bytes());
+    out.extend_from_slice(&d.subsec_nanos().to_le_bytes());
+}
+
+fn put_f64s(out: &mut Vec<u8>, xs: &[f64]) {
+    put_varint(out, xs.len() as u64);
+    for x in xs {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn put_metric(out: &mut Vec<u8>, m: &Metric) {
+    put_str(out, &m.name);
+    put_varint(out, m.dimensions.len() as u64);
+    for (k, v) in &m.dimensions {
+        put_str(out, k);
+        put_str(out, v);
+    }
+    out.push(match m.unit {
+        Unit::None => 0,
+        Unit::Count => 1,
+        Unit::Milliseconds => 2,
+        Unit::Seconds => 3,
+        Unit::Bytes => 4,
+    });
+    put_time(out, m.timestamp);
+    match &m.value {
+        Value::Gauge(v) => {
+            out.push(0);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Value::Counter(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Value::Distribution { values, counts } => {
+            out.push(2);
+            put_f64s(out, values);
+            put_f64s(out, counts);
+        }
+    }
+}
+
+/// The unread rest of a payload.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().expect("4")))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().expect("8")))
+    }
+
+    fn f64(&mut self) -> Result<f64, DecodeError> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(DecodeError::Truncated)
+    }
+
+    /// A length or count, checked against what is left (each item takes `item` bytes or more).
+    fn count(&mut self, item: usize) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        match usize::try_from(n) {
+            Ok(n) if n.saturating_mul(item) <= self.0.len() => Ok(n),
+            _ => Err(DecodeError::Truncated),
+        }
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let n = self.count(1)?;
+        let b = self.bytes(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Utf8)
+    }
+
+    fn time(&mut self) -> Result<SystemTime, DecodeError> {
+        let secs = self.u64()?;
+        let nanos = self.u32()?;
+        if nanos >= 1_000_000_000 {
+            return Err(DecodeError::Tag("nanoseconds", 0));
+        }
+        UNIX_EPOCH
+            .checked_add(Duration::new(secs, nanos))
+            .ok_or(DecodeError::Tag("timestamp", 0))
+    }
+
+    fn f64s(&mut self) -> Result<Vec<f64>, DecodeError> {
+        let n = self.count(8)?;
+        (0..n).map(|_| self.f64()).collect()
+    }
+
+    fn metric(&mut self) -> Result<Metric, DecodeError> {
+        let name = self.string()?;
+        let n = self.count(2)?;
+        let mut dimensions = BTreeMap::new();
+        for _ in 0..n {
+            let k = self.string()?;
+            dimensions.insert(k, self.string()?);
+        }
+        let unit = match self.u8()? {
+            0 => Unit::None,
+            1 => Unit::Count,
+            2 => Unit::Milliseconds,
+            3 => Unit::Seconds,
+            4 => Unit::Bytes,
+            t => return Err(DecodeError::Tag("unit", t)),
+        };
+        let timestamp = self.time()?;
+        let value = match self.u8()? {
+            0 => Value::Gauge(self.f64()?),
+            1 => Value::Counter(self.f64()?),
+            2 => Value::Distribution {
+                values: self.f64s()?,
+                counts: self.f64s()?,
+            },
+            t => return Err(DecodeError::Tag("value", t)),
+        };
+        Ok(Metric {
+            name,
+            dimensions,
+            unit,
+            timestamp,
+            value,
+        })
+    }
+
+    fn finish(&self) -> Result<(), DecodeError> {
+        match self.0.len() {
+            0 => Ok(()),
+            n => Err(DecodeError::Trailing(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn metric(i: u32) -> Metric {
+        Metric {
+            name: "PluginHealthy".into(),
+            dimensions: BTreeMap::from([("Region".into(), format!("us-east-{i}"))]),
+            unit: Unit::None,
+            timestamp: UNIX_EPOCH + Duration::from_secs(1_800_000_000 + u64::from(i)),
+            value: Value::Gauge(f64::from(i)),
+        }
+    }
+
+    fn arb_metric() -> impl Strategy<Value = Metric> {
+        let unit = prop_oneof![
+            Just(Unit::None),
+            Just(Unit::Count),
+            Just(Unit::Milliseconds),
+            Just(Unit::Seconds),
+            Just(Unit::Bytes),
+        ];
+        let value = prop_oneof![
+            any::<f64>().prop_map(Value::Gauge),
+            any::<f64>().prop_map(Value::Counter),
+            (
+                prop::collection::vec(any::<f64>(), 0..5),
+                prop::collection::vec(any::<f64>(), 0..5)
+            )
+                .prop_map(|(values, counts)| Value::Distribution { values, counts }),
+        ];
+        (
+            ".{0,40}",
+            prop::collection::btree_map(".{0,10}", ".{0,20}", 0..4),
+            unit,
+            0u64..u64::from(u32::MAX) * 4,
+            0u32..1_000_000_000,
+            value,
+        )
+            .prop_map(|(name, dimensions, unit, secs, nanos, value)| Metric {
+                name,
+                dimensions,
+                unit,
+                timestamp: UNIX_EPOCH + Duration::new(secs, nanos),
+                value,
+            })
+    }
+
+    /// Equality that holds for NaN too: the record must keep every bit of a value.
+    fn same(a: &[Metric], b: &[Metric]) -> bool {
+        let bits = |v: &Value| match v {
+            Value::Gauge(x) => vec![0, x.to_bits()],
+            Value::Counter(x) => vec![1, x.to_bits()],
+            Value::Distribution { values, counts } => std::iter::once(2)
+                .chain(values.iter().map(|x| x.to_bits()))
+                .chain([u64::MAX])
+                .chain(counts.iter().map(|x| x.to_bits()))
+                .collect(),
+        };
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                (&x.name, &x.dimensions, x.unit, x.timestamp)
+                    == (&y.name, &y.dimensions, y.unit, y.timestamp)
+                    && bits(&x.value) == bits(&y.value)
+            })
+    }
+
+    #[test]
+    fn a_data_record_round_trips_with_its_head() {
+        let ms: Vec<Metric> = (0..3).map(metric).collect();
+        let payload = data(7, &ms);
+        assert_eq!(
+            head(&payload),
+            Ok(Head::Data {
+                id: 7,
+                datums: 3,
+                oldest: ms[0].timestamp
+            })
+        );
+        assert_eq!(metrics(&payload), Ok(ms));
+        assert_eq!(head(&ack(7, 2)), Ok(Head::Ack { id: 7, done: 2 }));
+    }
+
+    #[test]
+    fn a_typical_datum_takes_about_fifty_bytes() {
+        let ms: Vec<Metric> = (0..100).map(metric).collect();
+        let per = (frame(&data(1, &ms)).len()) / 100;
+        assert!((40..=60).contains(&per), "{per} bytes per datum");
+    }
+
+    #[test]
+    fn scan_skips_a_torn_tail_and_flipped_bytes_and_keeps_the_rest() {
+        let frames: Vec<Vec<u8>> = (0..4)
+            .map(|i| frame(&data(i, &[metric(i as u32)])))
+            .collect();
+        let mut bytes: Vec<u8> = frames.concat();
+        let second = frames[0].len();
+        bytes[second + HEADER + 3] ^= 0x40; // a bit in record 1's payload
+        let torn = &frames[0][..10];
+        bytes.extend_from_slice(torn);
+        let scan = scan(&bytes);
+        let ids: Vec<u64> = scan
+            .frames
+            .iter()
+            .map(|(_, r)| match head(&bytes[r.clone()]) {
+                Ok(Head::Data { id, .. }) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [0, 2, 3]);
+        assert_eq!(
+            scan.corrupt,
+            [(second, frames[1].len()), (bytes.len() - 10, 10)]
+        );
+    }
+
+    #[test]
+    fn a_zero_length_or_garbage_input_has_no_frames() {
+        assert_eq!(scan(&[]), Scan::default());
+        let garbage = b"not a buffer segment at all".repeat(10);
+        let s = scan(&garbage);
+        assert!(s.frames.is_empty());
+        assert_eq!(s.corrupt, [(0, garbage.len())]);
+    }
+
+    #[test]
+    fn a_lying_count_or_length_is_an_error_not_an_allocation() {
+        let mut payload = data(1, &[metric(1)]);
+        payload[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(metrics(&payload), Err(DecodeError::Count(u32::MAX, 1)));
+        // The name's length claims far more than is left.
+        let mut payload = data(1, &[metric(1)]);
+        payload[25] = 0xff;
+        payload.insert(26, 0x7f);
+        assert!(metrics(&payload).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_metrics_round_trip(ms in prop::collection::vec(arb_metric(), 0..20), id: u64) {
+            let framed = frame(&data(id, &ms));
+            let s = scan(&framed);
+            prop_assert_eq!(s.frames.len(), 1);
+            let payload = &framed[s.frames[0].1.clone()];
+            prop_assert!(same(&metrics(payload).unwrap(), &ms));
+            let datums = ms.len() as u32;
+            let is_head = matches!(head(payload), Ok(Head::Data { id: i, datums: d, .. }) if i == id && d == datums);
+            prop_assert!(is_head);
+        }
+
+        #[test]
+        fn no_input_makes_the_reader_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let s = scan(&bytes);
+            for (_, r) in &s.frames {
+                let _ = head(&bytes[r.clone()]);
+                let _ = metrics(&bytes[r.clone()]);
+            }
+            let _ = head(&bytes);
+            let _ = metrics(&bytes);
+            // Frames and corrupt stretches tile the input exactly.
+            let covered: usize = s.frames.iter().map(|(_, r)| r.len() + HEADER).sum::<usize>()
+                + s.corrupt.iter().map(|(_, n)| n).sum::<usize>();
+            prop_assert_eq!(covered, bytes.len());
+        }
+
+        #[test]
+        fn garbage_between_frames_costs_only_itself(
+            ids in prop::collection::vec(any::<u64>(), 1..6),
+            junk in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 6),
+        ) {
+            let mut bytes = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                // Junk holding no magic, so it cannot fake a frame start.
+                let j: Vec<u8> = junk[i].iter().map(|b| b & 0x3f).collect();
+                bytes.extend_from_slice(&j);
+                bytes.extend_from_slice(&frame(&ack(*id, 1)));
+            }
+            let s = scan(&bytes);
+            let got: Vec<u64> = s.frames.iter().map(|(_, r)| match head(&bytes[r.clone()]) {
+                Ok(Head::Ack { id, .. }) => id,
+                other => panic!("{other:?}"),
+            }).collect();
+            prop_assert_eq!(got, ids);
+        }
+
+        #[test]
+        fn a_cut_anywhere_keeps_every_whole_frame_before_it(n in 1usize..6, cut_at in any::<prop::sample::Index>()) {
+            let frames: Vec<Vec<u8>> = (0..n).map(|i| frame(&data(i as u64, &[metric(i as u32)]))).collect();
+            let bytes = frames.concat();
+            let cut = cut_at.index(bytes.len() + 1);
+            let whole = frames.iter().scan(0, |end, f| { *end += f.len(); Some(*end) }).filter(|end| *end <= cut).count();
+            prop_assert_eq!(scan(&bytes[..cut]).frames.len(), whole);
+        }
+    }
+}
