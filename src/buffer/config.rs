@@ -65,6 +65,18 @@ pub fn parse(raw: Raw, problems: &mut Problems) -> Option<BufferConfig> {
             None
         }
     };
+    let dir = match raw.buffer_dir.as_deref().map(str::trim) {
+        None | Some("") => Some(None),
+        Some(d) if d.starts_with('/') && !d.contains('\0') => Some(Some(PathBuf::from(d))),
+        Some(d) => {
+            problems.bad(
+                "BUFFER_DIR",
+                d,
+                "an absolute path to a mounted volume, e.g. /var/lib/cloudwatch-publisher".into(),
+            );
+            None
+        }
+    };
     let bytes_text = raw
         .buffer_max_bytes
         .unwrap_or_else(|| DEFAULT_MAX_BYTES.into());
@@ -75,18 +87,6 @@ pub fn parse(raw: Raw, problems: &mut Problems) -> Option<BufferConfig> {
                 "BUFFER_MAX_BYTES",
                 &bytes_text,
                 "a size from 64KiB to 1TiB: a whole number of bytes, or with KB, MB, GB, KiB, MiB, GiB or TiB, e.g. 256MiB".into(),
-            );
-            None
-        }
-    };
-    let dir = match raw.buffer_dir.as_deref().map(str::trim) {
-        None | Some("") => Some(None),
-        Some(d) if d.starts_with('/') && !d.contains('\0') => Some(Some(PathBuf::from(d))),
-        Some(d) => {
-            problems.bad(
-                "BUFFER_DIR",
-                d,
-                "an absolute path to a mounted volume, e.g. /var/lib/cloudwatch-publisher".into(),
             );
             None
         }

@@ -201,7 +201,13 @@ impl Disk {
             }
             Err(e) => {
                 let _ = c.file.set_len(c.len);
+                let (seq, empty) = (c.seq, c.len == 0);
                 self.current = None;
+                // An empty segment left behind by a full disk would be one more file each
+                // cycle the disk stays full.
+                if empty && fs::remove_file(self.path(seq)).is_ok() {
+                    self.segments.remove(&seq);
+                }
                 Err(e)
             }
         }

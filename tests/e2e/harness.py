@@ -26,7 +26,9 @@ FLEET = ROOT / "tests" / "fleet" / "fleet.py"
 EXPORTER = ROOT / "tests" / "fleet" / "exporter.py"
 STATE = ROOT / ".localstack"
 sys.path.insert(0, str(FLEET.parent))
+sys.path.insert(0, str(ROOT / "tests" / "fault"))
 import fleet as fleet_module  # noqa: E402  (the fleet's price table is the expectation)
+from proxy import FaultProxy  # noqa: E402,F401  (the harness's own part, re-exported)
 
 
 def agent_binary():
@@ -242,6 +244,12 @@ class Fleet:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.control_port}/regions", timeout=5) as r:
             return {d["region"]: d for d in json.load(r)}
 
+    def answered(self, region):
+        """With cost_value=clock: every costPerMonth the region has sent, as floats."""
+        url = f"http://127.0.0.1:{self.control_port}/answered?{urllib.parse.urlencode({'region': region})}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return [float(v) for v in json.load(r)]
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -386,9 +394,11 @@ class Switch:
 class Agent:
     """The real agent binary as a process; its JSON log lines are collected."""
 
-    def __init__(self, env, args=(), binary=None, nofile=None):
-        """`nofile`: the (soft, hard) open-file limit the agent starts with."""
+    def __init__(self, env, args=(), binary=None, nofile=None, wrap=()):
+        """`nofile`: the (soft, hard) open-file limit the agent starts with; `wrap`: a command
+        the agent runs under (bwrap, to give it a small or read-only filesystem)."""
         self.nofile = nofile
+        self.wrap = list(wrap)
         self.env = env
         self.args = list(args)
         self.binary = binary or agent_binary()
@@ -407,7 +417,7 @@ class Agent:
         self.logs_on_stderr = logs_on_stderr
         limit = self.nofile
         preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit)) if limit else None
-        self.proc = subprocess.Popen([str(self.binary), *self.args], env=self.env,
+        self.proc = subprocess.Popen([*self.wrap, str(self.binary), *self.args], env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=preexec)
         if read:
@@ -507,6 +517,14 @@ class Agent:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def metric(self, name):
+        """One unlabelled sample of the agent's own /metrics, or None."""
+        _, _, body = http_get(self.health_url("/metrics"))
+        for line in body.splitlines():
+            if line.startswith(f"cloudwatch_publisher_{name} "):
+                return float(line.split()[1])
+        return None
 
 
 def agent_env(cloudwatch_url, namespace, **extra):

@@ -13,13 +13,17 @@ GET /metrics serves text format 0.0.4 (or gzip when asked and enabled). Scrape n
   go_goroutines                          7                          untyped
   extra_series{i="0".."N-1"}             1                          with /extra?n=N
 
-The control port (POST) changes it: /mode?m=ok|down|hang, /extra?n=N, /gzip?on=1,
+The control port (POST) changes it: /mode?m=ok|down|hang|endless|trickle|reset (endless: a
+body that never ends; trickle: a byte a second; reset: the connection reset mid-body),
+/extra?n=N, /gzip?on=1,
 /malformed?on=1 (adds unparseable lines), /reset (scrape count back to 0: counters reset).
 """
 
 import argparse
 import gzip
+import socket
 import ssl
+import struct
 import json
 import threading
 import time
@@ -77,11 +81,38 @@ def handler_for(state):
                 time.sleep(0.05)
             if urlparse(self.path).path != "/metrics":
                 return self.reply(404, b"not found\n", "text/plain")
+            if state.mode in ("endless", "trickle", "reset"):
+                return self.hostile(state.mode)
             body = state.body()
             encoding = None
             if state.gzip and "gzip" in (self.headers.get("Accept-Encoding") or ""):
                 body, encoding = gzip.compress(body), "gzip"
             self.reply(200, body, "text/plain; version=0.0.4; charset=utf-8", encoding)
+
+        def hostile(self, mode):
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            if mode != "endless":
+                self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            try:
+                if mode == "endless":
+                    line = b"endless_series 1\n" * 4096
+                    while True:
+                        self.wfile.write(line)
+                elif mode == "trickle":
+                    for b in b"room_temperature_celsius 21.5\n" * 100:
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                        time.sleep(1)
+                else:
+                    self.wfile.write(b"room_temperature_celsius 21.5\nrequests_tot")
+                    self.wfile.flush()
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+            except OSError:
+                pass
 
         def reply(self, status, body, content_type, encoding=None):
             self.send_response(status)

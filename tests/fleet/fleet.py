@@ -21,7 +21,13 @@ Hostile modes, for the agent's hardening tests; each is cleared by POST /reset?r
     POST /info?region=R&mode=fail                     GetPluginInfo answers 503
     POST /cost_error?region=R&code=C&message=M&repeat=N
          GetProjectedCost answers a Connect error whose message is M repeated N times
-    POST /cost_value?region=R&value=NaN               costPerMonth is sent as this string
+    POST /cost_value?region=R&value=NaN               costPerMonth is sent as this string;
+         value=clock sends the time of the answer (Unix seconds, 3 decimals), so each datum
+         in CloudWatch says when the fleet answered it: GET /answered?region=R lists them
+    POST /answer?region=R&mode=endless|trickle|reset|garbage|nested
+         the RPCs (GetPluginInfo, GetProjectedCost) answer 200 with a body that never ends,
+         one that comes a byte a second, one cut by a connection reset, random bytes, or JSON
+         nested 100,000 deep; /healthz stays well
 
 Prices are a deterministic table (see quote()), so a test can compute what to expect.
 """
@@ -32,6 +38,7 @@ import random
 import string
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -155,7 +162,9 @@ class Region:
         self.report = None        # what GetPluginInfo says the region is, when not its name
         self.info_fails = False
         self.cost_error = None    # (code, message) every GetProjectedCost answers
-        self.cost_value = None    # costPerMonth as this string
+        self.cost_value = None    # costPerMonth as this string, or "clock"
+        self.answer_mode = None   # a hostile way to answer the RPCs
+        self.answered = []        # with cost_value=clock: every costPerMonth sent
 
     def reported_region(self):
         if self.report == "random":
@@ -273,6 +282,8 @@ class PluginHandler(QuietHandler):
         if not ok:
             return self.send(503, {"code": "unavailable", "message": "plugin is shutting down"})
         path = self.path
+        if self.region.answer_mode and path.startswith("/finfocus.v1."):
+            return self.hostile_answer(self.region.answer_mode)
         if path == "/grpc.health.v1.Health/Check":
             return self.send(200, {"status": "SERVING"})
         if path == "/finfocus.v1.CostSourceService/GetPluginInfo":
@@ -290,10 +301,47 @@ class PluginHandler(QuietHandler):
                 answer = omit_zero(self.projected_cost(body))
             except ConnectError as e:
                 return self.send(ConnectError.STATUS[e.code], e.body())
+            if self.region.cost_value == "clock":
+                answer["costPerMonth"] = f"{time.time():.3f}"
+                self.send(200, answer)
+                # Recorded once sent: the agent may have it from this moment on.
+                with self.region.lock:
+                    self.region.answered.append(answer["costPerMonth"])
+                return None
             if self.region.cost_value is not None:
                 answer["costPerMonth"] = self.region.cost_value
             return self.send(200, answer)
         self.send(404, b"404 page not found\n", "text/plain; charset=utf-8")
+
+    def hostile_answer(self, mode):
+        """A 200 whose body is not a usable answer; the agent must bound, log and move on."""
+        self.close_connection = True
+        if mode == "nested":
+            return self.send(200, b"[" * 100_000 + b"]" * 100_000)
+        if mode == "garbage":
+            return self.send(200, bytes(random.getrandbits(8) for _ in range(4096)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(10 << 20))
+        self.end_headers()
+        try:
+            if mode == "endless":
+                chunk = b'{"costPerMonth":' + b" " * 65536
+                while True:
+                    self.wfile.write(chunk)
+            elif mode == "trickle":
+                for b in b'{"costPerMonth":1' + b" " * 3600:
+                    self.wfile.write(bytes([b]))
+                    self.wfile.flush()
+                    time.sleep(1)
+            elif mode == "reset":
+                self.wfile.write(b'{"costPerMonth":"12.5","unitPr')
+                self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+        except OSError:
+            pass
+        return None
 
     def projected_cost(self, body):
         res = body.get("resource") or {}
@@ -313,8 +361,15 @@ class ControlHandler(QuietHandler):
     fleet: dict = None
 
     def do_GET(self):
-        if urlparse(self.path).path == "/regions":
+        url = urlparse(self.path)
+        if url.path == "/regions":
             return self.send(200, [r.describe() for r in self.fleet.values()])
+        if url.path == "/answered":
+            region = self.fleet.get(parse_qs(url.query).get("region", [""])[0])
+            if region is None:
+                return self.send(404, {"error": "no such region"})
+            with region.lock:
+                return self.send(200, list(region.answered))
         self.send(404, {"error": "not found"})
 
     def do_POST(self):
@@ -335,6 +390,8 @@ class ControlHandler(QuietHandler):
             region.cost_error = (q["code"], q.get("message", "") * int(q.get("repeat", 1)))
         elif url.path == "/cost_value" and "value" in q:
             region.cost_value = q["value"]
+        elif url.path == "/answer" and q.get("mode") in ("endless", "trickle", "reset", "garbage", "nested"):
+            region.answer_mode = q["mode"]
         elif url.path == "/reset":
             region.reset()
         else:
