@@ -38,9 +38,14 @@ LABEL org.opencontainers.image.title="cloudwatch-publisher" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
+# The disk buffer's mount point, owned by the agent's user: a Docker named volume, and an
+# ECS bind mount of the same path (through the VOLUME below), start with this ownership, so a
+# non-root agent can write BUFFER_DIR there.
 # hadolint ignore=DL3018
-RUN apk add --no-cache ca-certificates
+RUN apk add --no-cache ca-certificates \
+ && install -d -o 65532 -g 65532 -m 0700 /var/lib/cloudwatch-publisher
 COPY --from=build /cloudwatch-publisher /usr/local/bin/cloudwatch-publisher
+VOLUME /var/lib/cloudwatch-publisher
 USER 65532:65532
 # Exec form: no shell is involved. The agent answers from its own /healthz (HEALTH_ADDR).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

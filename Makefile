@@ -13,7 +13,7 @@ STATIC := target/$(HOST)/release/cloudwatch-publisher
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure venv image-tag clean
+.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure measure-buffer props-long venv image-tag clean
 
 all: build
 
@@ -72,6 +72,15 @@ demo: venv build
 # Figures for the closing note: build time, binary size, RSS, cycle time vs slowest target.
 measure: venv static
 	$(PY) tests/e2e/measure.py
+
+# What the disk buffer costs per cycle and per datum (docs/reliability.md).
+measure-buffer: venv static
+	$(PY) tests/e2e/measure_buffer.py
+
+# The property tests at length (make test runs each 256 cases); report what they find.
+props-long:
+	PROPTEST_CASES=$${PROPTEST_CASES:-50000} $(CARGO) test --locked --lib -- \
+	  buffer::record buffer::config prometheus::parse decoding syntaxes
 
 # The image tag for this commit: semver plus the short git hash (docs/deployment.md).
 image-tag:

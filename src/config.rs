@@ -966,4 +966,57 @@ mod tests {
         let names: BTreeSet<_> = VARIABLES.iter().map(|v| v.name).collect();
         assert_eq!(names.len(), VARIABLES.len());
     }
+
+    mod syntaxes {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Text a user might paste: printable, separators and control characters alike.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC{0,60}",
+                "[a-z0-9=:/,?&.* \\-]{0,80}",
+                any::<String>().prop_map(|s| s.chars().take(80).collect()),
+            ]
+        }
+
+        proptest! {
+            /// Any value of any variable is taken or refused with that variable named:
+            /// never a panic, never a problem blamed on another variable.
+            #[test]
+            fn any_value_of_any_variable_is_taken_or_named(
+                i in 0..VARIABLES.len(),
+                text in value(),
+            ) {
+                let name = VARIABLES[i].name;
+                // PLUGIN_TARGETS excludes the discovery pair by design; named with them.
+                let allowed: &[&str] = if name == "PLUGIN_TARGETS" {
+                    &["PLUGIN_TARGETS", "PLUGIN_HOST", "PLUGIN_PORTS"]
+                } else {
+                    &[name]
+                };
+                match Config::from_vars(vars(&[(name, &text)])) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        for v in e.variables() {
+                            prop_assert!(allowed.contains(&v), "{name}={text:?} blamed {v}");
+                        }
+                        prop_assert!(!e.to_string().is_empty());
+                    }
+                }
+            }
+
+            /// Several variables wrong at once are all named at once.
+            #[test]
+            fn every_bad_variable_is_named(texts in prop::collection::vec(value(), VARIABLES.len())) {
+                let pairs: Vec<(&str, &str)> = VARIABLES
+                    .iter()
+                    .zip(&texts)
+                    .filter(|(v, _)| v.name != "PLUGIN_TARGETS")
+                    .map(|(v, t)| (v.name, t.as_str()))
+                    .collect();
+                let _ = Config::from_vars(vars(&pairs));
+            }
+        }
+    }
 }

@@ -62,7 +62,10 @@ def test_multi_stage_with_pinned_bases():
 def test_runtime_stage_is_minimal_non_root_and_runs_the_binary():
     runtime = dict(stages()[-1])  # one of each instruction that matters here
     runs = [a for i, a in stages()[-1] if i == "RUN"]
-    assert runs == ["apk add --no-cache ca-certificates"], runs
+    assert len(runs) == 1 and runs[0].startswith("apk add --no-cache ca-certificates"), runs
+    # The disk buffer's mount point belongs to the agent's user, and is a volume.
+    assert "install -d -o 65532 -g 65532 -m 0700 /var/lib/cloudwatch-publisher" in runs[0]
+    assert runtime["VOLUME"] == "/var/lib/cloudwatch-publisher"
     assert runtime["USER"] == "65532:65532"
     assert json.loads(runtime["ENTRYPOINT"]) == ["/usr/local/bin/cloudwatch-publisher"]
     assert "CMD" not in runtime, "no arguments: the default runs the schedule"

@@ -105,6 +105,11 @@ def test_ecs_task_runs_the_agent_as_a_sidecar_of_the_plugins():
     # ECS sends SIGTERM, waits stopTimeout, then SIGKILL: leave the flush some room.
     assert agent["stopTimeout"] >= seconds(env.get("SHUTDOWN_TIMEOUT", default_of("SHUTDOWN_TIMEOUT"))) + 5
     assert agent["stopTimeout"] <= 120  # Fargate's maximum
+    # The disk buffer is on the task's volume (the root filesystem is read-only).
+    volumes = {v["name"] for v in task["volumes"]}
+    [mount] = agent["mountPoints"]
+    assert mount["sourceVolume"] in volumes and mount["containerPath"] == env["BUFFER_DIR"]
+    assert mount["readOnly"] is False
 
 
 def test_kubernetes_pod_runs_both_containers_non_root_with_a_read_only_agent():
@@ -123,9 +128,16 @@ def test_kubernetes_pod_runs_both_containers_non_root_with_a_read_only_agent():
     assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
     assert agent["readinessProbe"]["exec"]["command"] == HEALTHCHECK
-    assert "livenessProbe" not in agent, "a restart would drop the queue while CloudWatch is away"
+    assert "livenessProbe" not in agent, "a restart would not bring CloudWatch back"
     env = env_of(agent, "env")
     assert not set(CREDENTIALS) & set(env)
     assert pod["terminationGracePeriodSeconds"] >= seconds(
         env.get("SHUTDOWN_TIMEOUT", default_of("SHUTDOWN_TIMEOUT"))) + 5
     assert containers["finfocus-plugins"]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # The disk buffer is on a pod volume (the root filesystem is read-only), sized above
+    # BUFFER_MAX_BYTES so the kubelet does not evict the pod for it.
+    [mount] = agent["volumeMounts"]
+    assert mount["mountPath"] == env["BUFFER_DIR"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    limit = volume["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Mi") and int(limit[:-2]) << 20 > 256 << 20

@@ -136,3 +136,34 @@ def test_two_targets_claiming_one_region_are_named(localstack, fleet, namespace)
     assert line["region"] == "us-east-1"
     assert {line["target"], line["other_target"]} == {
         f"http://127.0.0.1:{fleet.port('us-east-1')}", f"http://127.0.0.1:{fleet.port('us-west-2')}"}
+
+
+HOSTILE = "us-west-2"
+
+
+@pytest.mark.parametrize("mode", ["endless", "trickle", "reset", "garbage", "nested"])
+def test_a_plugin_whose_answers_are_hostile_costs_only_itself(localstack, reader, fleet, namespace, mode):
+    """A body that never ends, one a byte a second, a reset mid-body, random bytes, JSON nested
+    100,000 deep: each is cut by TARGET_TIMEOUT or the 64 KiB body cap, named in the log with
+    its target, and the other regions publish as usual."""
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
+                            SCHEDULE="*/2 * * * * *", COST_RESOURCES="ec2:t3.micro", TARGET_TIMEOUT="1500ms",
+                            SELF_METRICS="false"))
+    code = agent.run_changing(lambda: fleet.control("/answer", region=HOSTILE, mode=mode), then=2, timeout=30)
+    assert code == 0
+    hostile = agent.cycles()[1:]
+    assert all(c["collect_ms"] <= 1500 + 500 for c in hostile), [c["collect_ms"] for c in hostile]
+    url = f"http://127.0.0.1:{fleet.port(HOSTILE)}"
+    failed = [l for l in agent.messages("cost query failed") if l.get("target") == url]
+    assert len(failed) >= len(hostile) - 1 and all(l["region"] == HOSTILE and l["code"] for l in failed)
+    assert all(len(l["error"]) < 600 for l in failed), "cut, whatever the plugin sent"
+    for cycle in hostile:
+        stamp = parse_ts(cycle["cycle_timestamp"])
+        assert reader.at(namespace, "PluginHealthy", {"Region": HOSTILE}, stamp)[0][1] == 1.0
+        assert reader.at(namespace, "CostQueryErrors", {"Region": HOSTILE}, stamp)[0][1] == 1.0
+        assert reader.at(namespace, "ProjectedMonthlyCost", {"Region": HOSTILE, "ResourceType": "ec2",
+                                                             "Sku": "t3.micro"}, stamp) == []
+        for region in ("us-east-1", "eu-west-1", "ap-southeast-1"):
+            cost = reader.at(namespace, "ProjectedMonthlyCost", {"Region": region, "ResourceType": "ec2",
+                                                                 "Sku": "t3.micro"}, stamp)
+            assert len(cost) == 1, (region, stamp)

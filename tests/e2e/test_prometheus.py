@@ -167,3 +167,27 @@ def test_https_targets_are_trusted_through_the_system_roots_only(localstack, rea
     assert all(c["unhealthy"] == 1 for c in untrusted.cycles())
     [failure, *_] = [l for l in untrusted.logs() if l.get("message") == "scrape failed; the target is reported down"]
     assert "certificate" in failure["error"].lower() or "issuer" in failure["error"].lower(), failure
+
+
+@pytest.mark.parametrize("mode", ["endless", "trickle", "reset"])
+def test_a_scrape_target_whose_body_is_hostile_costs_only_itself(localstack, reader, namespace, mode):
+    """A body that never ends (cut at the 32 MiB cap or TARGET_TIMEOUT), one a byte a second, a
+    reset mid-body: that target is down for the cycle, named in the log, and the other target
+    publishes as usual."""
+    good, bad = Exporter().start(), Exporter().start()
+    try:
+        bad.control("/mode", m=mode)
+        agent = scraping(localstack, namespace, f"{good.url},{bad.url}")
+        assert agent.run_cycles(3, timeout=30) == 0
+    finally:
+        bad.control("/mode", m="ok")
+        good.stop()
+        bad.stop()
+    stamps, start, end = window(agent)
+    assert all(c["collect_ms"] < 800 + 700 for c in agent.cycles())
+    assert [p[1] for p in reader.points(namespace, "ScrapeUp", {"Target": bad.url}, start, end)] == [0.0] * len(stamps)
+    assert [p[1] for p in reader.points(namespace, "ScrapeUp", {"Target": good.url}, start, end)] == [1.0] * len(stamps)
+    temp = reader.points(namespace, "room_temperature_celsius", {"room": "lab"}, start, end)
+    assert [p[3] for p in temp] == [1.0] * len(stamps), "only the good target's sample"
+    named = [l for l in agent.logs() if l.get("level") == "WARN" and l.get("target") == bad.url]
+    assert len(named) >= len(stamps), "each failed scrape is named with its target"

@@ -322,7 +322,9 @@ class PluginHandler(QuietHandler):
             return self.send(200, bytes(random.getrandbits(8) for _ in range(4096)))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(10 << 20))
+        if mode != "endless":
+            # Endless has no length: only the agent's own cap ends it.
+            self.send_header("Content-Length", str(10 << 20))
         self.end_headers()
         try:
             if mode == "endless":

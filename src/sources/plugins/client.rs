@@ -447,4 +447,68 @@ mod tests {
         let c: ProjectedCost = serde_json::from_str(r#"{"costPerMonth":"1e300"}"#).unwrap();
         assert!(c.is_finite());
     }
+
+    mod decoding {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn decode_all(bytes: &[u8]) {
+            let _ = serde_json::from_slice::<ProjectedCost>(bytes);
+            let _ = serde_json::from_slice::<PluginInfo>(bytes);
+            let _ = serde_json::from_slice::<ConnectErrorBody>(bytes);
+        }
+
+        #[test]
+        fn json_nested_deeper_than_any_answer_is_an_error_not_a_crash() {
+            for depth in [1, 10, 127, 128, 129, 100_000] {
+                let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+                let inside = format!(r#"{{"impactMetrics":{nested}}}"#);
+                decode_all(nested.as_bytes());
+                decode_all(inside.as_bytes());
+                // serde_json's recursion limit (128) ends it without using up the stack.
+                if depth > 128 {
+                    assert!(serde_json::from_str::<ProjectedCost>(&inside).is_err());
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn no_bytes_make_the_decoders_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                decode_all(&bytes);
+            }
+
+            #[test]
+            fn no_json_shaped_text_makes_the_decoders_panic(
+                text in r#"[\[\]{}":,0-9a-zA-Z.eE+\- ]{0,200}"#
+            ) {
+                decode_all(text.as_bytes());
+            }
+
+            /// Any double a plugin sends, as a JSON number or as protobuf's string form, is
+            /// read back as that double.
+            #[test]
+            fn doubles_round_trip_as_numbers_and_as_strings(x in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
+                let number: ProjectedCost =
+                    serde_json::from_str(&format!(r#"{{"costPerMonth":{x:?},"unitPrice":{x:?}}}"#)).unwrap();
+                prop_assert_eq!(number.cost_per_month, x);
+                prop_assert_eq!(number.unit_price, x);
+                let string: ProjectedCost =
+                    serde_json::from_str(&format!(r#"{{"costPerMonth":"{x:?}"}}"#)).unwrap();
+                prop_assert_eq!(string.cost_per_month, x);
+            }
+
+            /// Whatever a plugin reports as its region is either a well-formed region name
+            /// or nothing: never a new dimension value of another shape.
+            #[test]
+            fn a_reported_region_is_a_region_or_nothing(region in "\\PC{0,40}") {
+                let body = serde_json::json!({"metadata": {"region": region}}).to_string();
+                let info: PluginInfo = serde_json::from_str(&body).unwrap();
+                if let Some(r) = info.region() {
+                    prop_assert!(crate::config::is_region(r));
+                    prop_assert!(r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+                }
+            }
+        }
+    }
 }
