@@ -83,7 +83,9 @@ impl<S: MetricSink> Agent<S> {
         let collected = datums.len();
         // Written ahead: in the buffer (and, with BUFFER_DIR, synced to disk) before the
         // first PutMetricData of the cycle, so no crash from here on loses the cycle.
+        let write_started = Instant::now();
         self.buffer.push(&datums, true);
+        let write_time = write_started.elapsed();
         drop(datums);
         let mut publish = self.publisher.publish(&mut self.buffer, deadline).await;
         self.trim(&mut publish);
@@ -110,6 +112,7 @@ impl<S: MetricSink> Agent<S> {
             queued = publish.queued,
             dropped = publish.dropped(),
             collect_ms = collect_time.as_millis() as u64,
+            buffer_write_us = write_time.as_micros() as u64,
             duration_ms = duration.as_millis() as u64,
             "cycle complete"
         );
