@@ -317,78 +317,18 @@ def free_port_block(n):
     raise RuntimeError("no block of free ports")
 
 
-class Switch:
-    """A TCP forwarder to CloudWatch that can be cut: while off, connections are refused,
-    as when the network to CloudWatch is down."""
+class Switch(FaultProxy):
+    """A path to CloudWatch that can be cut: while off, connections are refused, as when the
+    network to CloudWatch is down. The fault proxy's `pass` and `refuse`."""
 
     def __init__(self, target_port):
-        self.target = ("127.0.0.1", target_port)
-        self.port = free_port()
-        self.listener = None
-        self.lock = threading.Lock()
-        self.conns = []
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(target_port, port=free_port())
 
     def on(self):
-        with self.lock:
-            if self.listener:
-                return
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", self.port))
-            s.listen(64)
-            self.listener = s
-        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+        self.set("pass")
 
     def off(self):
-        with self.lock:
-            if self.listener:
-                # close() alone leaves it listening while a thread sits in accept() on it.
-                try:
-                    self.listener.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self.listener.close()
-                self.listener = None
-            for c in self.conns:
-                try:
-                    c.close()
-                except OSError:
-                    pass
-            self.conns.clear()
-
-    def _accept(self, listener):
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        self.set("refuse")
 
 
 class Agent:

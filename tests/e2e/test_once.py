@@ -102,7 +102,7 @@ def test_dry_run_prints_datums_and_needs_no_aws(fleet):
     assert agent.run() == 0, agent.stderr
     datums = [json.loads(l) for l in agent.lines]
     own = [d for d in datums if d["metric_name"] in SELF_UNITS]
-    assert [d["dimensions"] for d in own] == [{"Agent": "cloudwatch-publisher"}] * 4
+    assert [d["dimensions"] for d in own] == [{"Agent": "cloudwatch-publisher"}] * len(SELF_UNITS)
     assert len(datums) == 10 * (2 + 3 + 1) + len(own)
     assert {d["namespace"] for d in datums} == {"FinFocus/Plugins"}
     cost = [d for d in datums if d["metric_name"] == "ProjectedMonthlyCost"

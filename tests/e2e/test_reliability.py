@@ -108,6 +108,14 @@ def test_an_outage_of_every_kind_loses_nothing(localstack, reader, fleet, namesp
         for mode, params in phases:
             proxy.set(mode, **params)
             time.sleep(2.5)
+            if mode == "refuse":
+                # The buffer's state is in /metrics while the outage lasts (once a cycle has
+                # given up: the SDK's own retries can take it past this phase).
+                wait_for(lambda: agent.metric("datums_queued") > 0, 10, "a failed cycle")
+                waiting = {m: agent.metric(m) for m in ("datums_queued", "buffer_bytes", "buffer_oldest_age_seconds")}
+                assert waiting["datums_queued"] > 0 and waiting["buffer_bytes"] > 30 * waiting["datums_queued"], waiting
+                assert waiting["buffer_oldest_age_seconds"] >= 1, waiting
+                assert agent.metric("buffer_disk_writable") == (1 if buffer == "disk" else None)
             if mode == "blackhole":
                 blackhole_end = datetime.datetime.now(datetime.timezone.utc)
         proxy.set("pass")

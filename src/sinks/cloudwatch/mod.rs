@@ -463,6 +463,36 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn what_is_dropped_for_good_leaves_the_buffer_once_even_when_sending_fails() {
+        // An invalid datum first, a poisoned one in the middle: CloudWatch refuses the first
+        // attempt for an unrelated reason, then accepts.
+        let mut ds = data(0..6);
+        ds[0].value = Value::Gauge(f64::NAN);
+        ds[3].name = "Poison".into();
+        let mut p = publisher(FakeSink::scripted(vec![Err(PutError::Failed(
+            "AccessDenied".into(),
+        ))]));
+        let r = p.publish(ds, soon()).await;
+        assert_eq!((r.dropped_invalid, r.published, r.queued), (1, 0, 5));
+        let r = p.publish(vec![], soon()).await;
+        // Neither drop is counted twice, and every good datum went out once, in order.
+        assert_eq!((r.dropped_invalid, r.dropped_rejected), (0, 1));
+        assert_eq!((r.published, r.queued), (4, 0));
+        assert_eq!(p.sink().accepted_values(), [1.0, 2.0, 4.0, 5.0]);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_larger_than_a_chunk_goes_out_whole_and_in_order() {
+        let mut p = Rig::new(FakeSink::default(), 100_000, fast());
+        let backlog = data(0..25_000);
+        p.buffer.push(&backlog, true);
+        let r = p.publish(vec![], soon()).await;
+        assert_eq!((r.published, r.calls, r.queued), (25_000, 25, 0));
+        let got = p.sink().accepted_values();
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[tokio::test]
     async fn unreachable_cloudwatch_parks_datums_and_they_go_first_next_time() {
         let earlier = SystemTime::now() - Duration::from_secs(120);
         let first: Vec<Metric> = (0..3).map(|i| datum(i, earlier)).collect();
