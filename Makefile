@@ -13,7 +13,7 @@ STATIC := target/$(HOST)/release/cloudwatch-publisher
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure measure-buffer props-long venv image-tag clean
+.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure measure-buffer bench props-long venv image-tag clean
 
 all: build
 
@@ -72,6 +72,13 @@ demo: venv build
 # Figures for the closing note: build time, binary size, RSS, cycle time vs slowest target.
 measure: venv static
 	$(PY) tests/e2e/measure.py
+
+# Footprint and speed (docs/performance.md): criterion on the pure stages, then the whole
+# process at scale and beside the alternatives; both rewrite their part of the doc.
+bench: venv static
+	$(CARGO) bench --locked --bench pipeline -- --noplot > target/criterion.txt
+	cat target/criterion.txt
+	$(PY) tests/bench/bench.py
 
 # What the disk buffer costs per cycle and per datum (docs/reliability.md).
 measure-buffer: venv static

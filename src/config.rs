@@ -141,7 +141,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub buffer: BufferConfig,
     pub log_format: LogFormat,
-    /// A tracing EnvFilter directive string.
+    /// Filter directives: a level, and `target=level` pairs.
     pub log_filter: String,
     /// Where /healthz and /metrics listen; None when HEALTH_ADDR is set empty.
     pub health_addr: Option<SocketAddr>,
@@ -386,14 +386,14 @@ impl Config {
 
         let log_filter = match (raw.rust_log, raw.log_level) {
             (Some(directives), _) => {
-                match tracing_subscriber::EnvFilter::builder().parse(&directives) {
+                match directives.parse::<tracing_subscriber::filter::Targets>() {
                     Ok(_) => Some(directives),
                     Err(e) => {
                         problems.bad(
                             "RUST_LOG",
                             &directives,
                             format!(
-                                "tracing filter directives such as info,cloudwatch_publisher=debug ({e})"
+                                "target=level directives such as info,cloudwatch_publisher=debug ({e})"
                             ),
                         );
                         None

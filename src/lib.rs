@@ -13,6 +13,8 @@
 //! compiler reports anything nothing uses.
 
 mod agent;
+#[doc(hidden)]
+pub mod bench;
 mod buffer;
 mod config;
 mod exit;

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tracing::warn;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 use crate::config::LogFormat;
 
@@ -34,10 +34,10 @@ const QUIET_CRON: &str = "tokio_cron_scheduler=warn";
 /// Lines held for a slow stdout before new ones are dropped: about 300 KB of logs.
 pub const BUFFERED_LINES: usize = 1024;
 
-/// The EnvFilter directives the agent runs with for a validated `filter`; the more specific
+/// The filter directives the agent runs with for a validated `filter`; the more specific
 /// directives win over a user's `trace`.
 pub fn directives(filter: &str) -> String {
-    let hint = EnvFilter::builder().parse_lossy(filter).max_level_hint();
+    let hint = most_verbose(&filter.parse().unwrap_or_default());
     let mut out = format!("{filter},{REDACT}");
     if hint.is_none_or(|level| level >= LevelFilter::TRACE) {
         out = format!("{out},{REDACT_TRACE}");
@@ -46,6 +46,15 @@ pub fn directives(filter: &str) -> String {
         out = format!("{out},{QUIET_CRON}");
     }
     out
+}
+
+/// The most verbose level any of `targets`' directives lets through.
+fn most_verbose(targets: &Targets) -> Option<LevelFilter> {
+    targets
+        .iter()
+        .map(|(_, level)| level)
+        .chain(targets.default_level())
+        .max()
 }
 
 /// A line-oriented output that never blocks its caller: whole lines are queued for a writer
@@ -172,18 +181,27 @@ pub fn init(format: LogFormat, filter: &str, to_stderr: bool) -> LineWriter {
     let writer = out.writer.clone();
     // init is called once per process; a second call keeps the first count.
     let _ = LOG.set(out.dropped.clone());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::builder().parse_lossy(directives(filter)))
+    // Validated by config; a filter that still fails to parse logs at info.
+    let targets: Targets = directives(filter)
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(false);
     match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_filter(targets),
+            )
             .init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(targets))
+            .init(),
     }
     out
 }
@@ -193,9 +211,18 @@ mod tests {
     use super::*;
 
     fn most_verbose(filter: &str) -> Option<LevelFilter> {
-        EnvFilter::builder()
-            .parse_lossy(directives(filter))
-            .max_level_hint()
+        super::most_verbose(&directives(filter).parse().unwrap())
+    }
+
+    #[test]
+    fn the_redactions_outrank_a_users_trace() {
+        use tracing::Level;
+        let t: Targets = directives("trace").parse().unwrap();
+        assert!(!t.would_enable("aws_sigv4::sign", &Level::ERROR));
+        assert!(!t.would_enable("aws_smithy_runtime::client::orchestrator", &Level::TRACE));
+        assert!(t.would_enable("aws_smithy_runtime::client::orchestrator", &Level::DEBUG));
+        assert!(t.would_enable("cloudwatch_publisher::agent", &Level::TRACE));
+        assert!(!t.would_enable("tokio_cron_scheduler::job", &Level::INFO));
     }
 
     #[test]

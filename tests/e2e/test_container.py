@@ -84,6 +84,15 @@ def child_pid(pid):
     return int(children[0])
 
 
+# docs/performance.md: the stripped static release binary stays under 8 MB (10^6 bytes).
+SIZE_BUDGET = 8_000_000
+
+
+def test_the_static_binary_stays_within_its_size_budget():
+    size = os.path.getsize(static_binary())
+    assert size < SIZE_BUDGET, f"{size:,} bytes: over the {SIZE_BUDGET:,}-byte budget (see docs/performance.md)"
+
+
 def test_static_binary_has_no_dynamic_dependencies():
     out = subprocess.run(["readelf", "-d", static_binary()], capture_output=True, text=True, check=True)
     assert "NEEDED" not in out.stdout, out.stdout

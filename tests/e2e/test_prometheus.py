@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from harness import STATE, Agent, Exporter, agent_env, parse_ts, self_signed
+from harness import STATE, Agent, Exporter, FaultProxy, agent_env, parse_ts, self_signed
 from test_health import scrape
 
 REGION = {"Region": "eu-west-1"}
@@ -23,8 +23,9 @@ def exporter():
 
 
 def scraping(localstack, namespace, targets, **env):
-    return Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS="none", SCHEDULE="* * * * * *",
-                           SCRAPE_TARGETS=targets, TARGET_TIMEOUT="800ms", SELF_METRICS="false", **env))
+    settings = dict(PLUGIN_PORTS="none", SCHEDULE="* * * * * *", SCRAPE_TARGETS=targets, TARGET_TIMEOUT="800ms",
+                    SELF_METRICS="false")
+    return Agent(agent_env(localstack.url, namespace, **{**settings, **env}))
 
 
 def window(agent):
@@ -191,3 +192,27 @@ def test_a_scrape_target_whose_body_is_hostile_costs_only_itself(localstack, rea
     assert [p[3] for p in temp] == [1.0] * len(stamps), "only the good target's sample"
     named = [l for l in agent.logs() if l.get("level") == "WARN" and l.get("target") == bad.url]
     assert len(named) >= len(stamps), "each failed scrape is named with its target"
+
+
+def test_a_5000_series_scrape_takes_the_fewest_requests(localstack, namespace, exporter):
+    """A guard for `make bench`'s scale figures: every cycle of a 5k-series scrape goes out in
+    ceil(datums / 1000) PutMetricData requests, the floor, counted by the proxy the agent sends
+    through (a CloudWatch that answers at once, so no deadline cuts a cycle short)."""
+    exporter.control("/scale", n=5000)
+    proxy = FaultProxy(localstack.port).start()
+    proxy.set("accept")
+    try:
+        agent = Agent(agent_env(proxy.url, namespace, PLUGIN_PORTS="none", SCHEDULE="*/2 * * * * *",
+                                SCRAPE_TARGETS=exporter.url, MAX_SERIES_PER_TARGET="100000", TARGET_TIMEOUT="1500ms",
+                                SELF_METRICS="false"))
+        assert agent.run_cycles(3, timeout=60) == 0
+    finally:
+        proxy.stop()
+    cycles = agent.cycles()
+    # From the second scrape on: 2500 gauges, 1500 counters, 1000 histograms as a distribution
+    # with its _sum and _count (3000), and ScrapeUp/ScrapeDuration.
+    assert [c["datums"] for c in cycles[1:]] == [7002] * (len(cycles) - 1)
+    for c in cycles:
+        assert c["published"] == c["datums"] and c["queued"] == 0, c
+        assert c["calls"] == -(-c["datums"] // 1000), c
+    assert proxy.count("requests") == sum(c["calls"] for c in cycles)

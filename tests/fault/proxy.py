@@ -12,6 +12,8 @@ CloudWatch can, as its mode says at the moment the request arrives:
   throttle   answer 400 Throttling in the same format, as CloudWatch does over its quota
   blackhole  forward (CloudWatch accepts the data), then drop the connection unanswered
   hang       read the request and never answer
+  accept     answer 200 itself without forwarding: a CloudWatch that takes everything at
+             once, for measuring the agent alone (`make bench`)
 
 `rate` (requests a second, with `pass`) admits at most that many a second and throttles
 the rest, as the account's PutMetricData quota does. Counters per outcome say what the
@@ -30,7 +32,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-MODES = ("pass", "refuse", "reset", "delay", "error500", "throttle", "blackhole", "hang")
+MODES = ("pass", "refuse", "reset", "delay", "error500", "throttle", "blackhole", "hang", "accept")
 
 
 def cbor_map(pairs):
@@ -55,6 +57,8 @@ def error_answer(status, reason, code, shape, fault):
 
 THROTTLED = error_answer(400, "Bad Request", "Throttling", "ThrottlingException", "Sender")
 FAILED = error_answer(500, "Internal Server Error", "InternalFailure", "InternalServiceFault", "Receiver")
+ACCEPTED = (b"HTTP/1.1 200 OK\r\nsmithy-protocol: rpc-v2-cbor\r\ncontent-type: application/cbor\r\n"
+            b"content-length: 1\r\n\r\n\xa0")
 
 
 def read_message(sock, buf):
@@ -116,6 +120,7 @@ class FaultProxy:
         self.listener = None
         self.conns = set()
         self.hung = set()
+        self.first_request = None  # wall-clock time of the first request seen
 
     @staticmethod
     def _free_port():
@@ -226,6 +231,9 @@ class FaultProxy:
                 head, body, buf = msg
                 mode, delay = self._decide()
                 self._bump("requests")
+                with self.lock:
+                    self.counts["body_bytes"] = self.counts.get("body_bytes", 0) + len(body)
+                    self.first_request = self.first_request or time.time()
                 if mode == "reset":
                     self._bump("reset")
                     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -240,6 +248,10 @@ class FaultProxy:
                 if mode == "error500":
                     self._bump("error500")
                     client.sendall(FAILED)
+                    continue
+                if mode == "accept":
+                    self._bump("accepted")
+                    client.sendall(ACCEPTED)
                     continue
                 if mode == "throttle":
                     self._bump("throttle")

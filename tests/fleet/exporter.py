@@ -13,6 +13,10 @@ GET /metrics serves text format 0.0.4 (or gzip when asked and enabled). Scrape n
   go_goroutines                          7                          untyped
   extra_series{i="0".."N-1"}             1                          with /extra?n=N
 
+With /scale?n=N it serves instead N series of a large exporter: half gauges, three tenths
+counters, a fifth histograms of five buckets (benches/pipeline.rs makes the same text), the
+counters and histograms moving each scrape; a series becomes one CloudWatch datum a cycle.
+
 The control port (POST) changes it: /mode?m=ok|down|hang|endless|trickle|reset (endless: a
 body that never ends; trickle: a byte a second; reset: the connection reset mid-body),
 /extra?n=N, /gzip?on=1,
@@ -38,12 +42,15 @@ class State:
         self.extra = 0
         self.gzip = False
         self.malformed = False
+        self.scale = 0
         self.lock = threading.Lock()
 
     def body(self):
         with self.lock:
             self.n += 1
             n = self.n
+        if self.scale:
+            return scale_body(self.scale, n).encode()
         lines = [
             "# HELP room_temperature_celsius A room's temperature.",
             "# TYPE room_temperature_celsius gauge",
@@ -67,6 +74,23 @@ class State:
         if self.malformed:
             lines += ["broken{{{ 1", "no_value_here", 'bad{a="unterminated} 1']
         return ("\n".join(lines) + "\n").encode()
+
+
+def scale_body(n, rnd):
+    gauges, counters = n // 2, n * 3 // 10
+    histograms = n - gauges - counters
+    out = ["# TYPE scale_temperature gauge"]
+    out += [f'scale_temperature{{sensor="s{i}",rack="r{i % 40}"}} {i % 90}.5' for i in range(gauges)]
+    out.append("# TYPE scale_requests_total counter")
+    out += [f'scale_requests_total{{handler="h{i}"}} {1000 + rnd * (i % 7 + 1)}' for i in range(counters)]
+    out.append("# TYPE scale_latency_seconds histogram")
+    r = rnd + 1
+    for i in range(histograms):
+        for le, c in (("0.01", 1), ("0.1", 3), ("1", 6), ("10", 8), ("+Inf", 9)):
+            out.append(f'scale_latency_seconds_bucket{{route="p{i}",le="{le}"}} {c * r}')
+        out.append(f'scale_latency_seconds_sum{{route="p{i}"}} {4.2 * r}')
+        out.append(f'scale_latency_seconds_count{{route="p{i}"}} {9 * r}')
+    return "\n".join(out) + "\n"
 
 
 def handler_for(state):
@@ -141,6 +165,8 @@ def control_for(state, server_box):
                     server_box["server"].server_close()
             elif url.path == "/extra":
                 state.extra = int(q["n"])
+            elif url.path == "/scale":
+                state.scale = int(q["n"])
             elif url.path == "/gzip":
                 state.gzip = q.get("on") == "1"
             elif url.path == "/malformed":

@@ -34,7 +34,7 @@ impl MetricSink for CloudWatchSink {
     }
 }
 
-fn to_metric_datum(d: &Metric) -> MetricDatum {
+pub(crate) fn to_metric_datum(d: &Metric) -> MetricDatum {
     let dimensions = d
         .dimensions
         .iter()

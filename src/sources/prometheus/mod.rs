@@ -7,8 +7,8 @@
 //! (`ScrapeUp` 0, and in `/metrics`) while the others publish.
 
 pub mod config;
-mod convert;
-mod parse;
+pub(crate) mod convert;
+pub(crate) mod parse;
 mod scrape;
 
 use std::collections::BTreeMap;
