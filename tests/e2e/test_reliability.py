@@ -204,7 +204,9 @@ def test_a_corrupted_buffer_costs_only_its_broken_records(localstack, reader, fl
         assert outage.wait(20) == 0, "what was not delivered is kept in BUFFER_DIR"
     finally:
         outage.kill()
-    assert outage.messages("stopped; the datums CloudWatch did not take stay in BUFFER_DIR for the next start")
+    # Kept whether the flush gave up (CloudWatch refused) or SHUTDOWN_TIMEOUT ran out first.
+    kept = [l for l in outage.logs() if "in BUFFER_DIR for the next start" in l.get("message", "")]
+    assert kept, "the stop says the datums are kept"
     segments = sorted(buf.glob("*.seg"))
     assert len(segments) >= 3, segments
     first = bytearray(segments[0].read_bytes())
