@@ -61,14 +61,22 @@ ACCEPTED = (b"HTTP/1.1 200 OK\r\nsmithy-protocol: rpc-v2-cbor\r\ncontent-type: a
             b"content-length: 1\r\n\r\n\xa0")
 
 
-def read_message(sock, buf):
-    """One HTTP/1.1 message from `sock` (after what `buf` already holds): (head, body, rest),
-    or None when the peer closed first."""
-    while b"\r\n\r\n" not in buf:
+def read_until(sock, buf, enough):
+    """`buf` with more read from `sock` until `enough(buf)`; None when the peer closes first."""
+    while not enough(buf):
         chunk = sock.recv(65536)
         if not chunk:
             return None
         buf += chunk
+    return buf
+
+
+def read_message(sock, buf):
+    """One HTTP/1.1 message from `sock` (after what `buf` already holds): (head, body, rest),
+    or None when the peer closed first."""
+    buf = read_until(sock, buf, lambda b: b"\r\n\r\n" in b)
+    if buf is None:
+        return None
     head, _, buf = buf.partition(b"\r\n\r\n")
     headers = {}
     for line in head.split(b"\r\n")[1:]:
@@ -77,32 +85,25 @@ def read_message(sock, buf):
     if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
         body = b""
         while True:
-            while b"\r\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return None
-                buf += chunk
+            buf = read_until(sock, buf, lambda b: b"\r\n" in b)
+            if buf is None:
+                return None
             size_line, _, buf = buf.partition(b"\r\n")
             size = int(size_line.split(b";")[0], 16)
-            while len(buf) < size + 2:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return None
-                buf += chunk
+            buf = read_until(sock, buf, lambda b, n=size + 2: len(b) >= n)
+            if buf is None:
+                return None
             body += buf[:size]
             buf = buf[size + 2:]
             if size == 0:
                 break
-        headers.pop(b"transfer-encoding")
         lines = [l for l in head.split(b"\r\n") if not l.lower().startswith(b"transfer-encoding")]
         head = b"\r\n".join(lines) + b"\r\ncontent-length: " + str(len(body)).encode()
         return head, body, buf
     length = int(headers.get(b"content-length", b"0"))
-    while len(buf) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None
-        buf += chunk
+    buf = read_until(sock, buf, lambda b: len(b) >= length)
+    if buf is None:
+        return None
     return head, buf[:length], buf[length:]
 
 
