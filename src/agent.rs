@@ -181,7 +181,7 @@ impl<S: MetricSink> Agent<S> {
 
     /// Whether what is not delivered at exit is kept on disk for the next start.
     pub fn keeps_on_disk(&self) -> bool {
-        self.buffer.dir().is_some()
+        self.buffer.on_disk()
     }
 }
 

@@ -33,8 +33,7 @@ pub struct Stats {
     pub dropped_rejected: u64,
     pub dropped_overflow: u64,
     pub dropped_expired: u64,
-    pub queued: usize,
-    /// The buffer after the last publish.
+    /// The buffer after the last publish: its datums are the ones queued.
     pub buffer: Gauges,
     /// The age of the oldest datum waiting, when the last publish ended.
     pub buffer_oldest_age: Duration,
@@ -70,7 +69,6 @@ impl Stats {
             dropped_rejected: 0,
             dropped_overflow: 0,
             dropped_expired: 0,
-            queued: 0,
             buffer: Gauges::default(),
             buffer_oldest_age: Duration::ZERO,
             put_calls: 0,
@@ -97,7 +95,6 @@ impl Stats {
         self.dropped_rejected += report.dropped_rejected as u64;
         self.dropped_overflow += report.dropped_overflow as u64;
         self.dropped_expired += report.dropped_expired as u64;
-        self.queued = report.queued;
         self.put_calls += report.calls as u64;
         self.put_failures += report.failed_calls as u64;
     }
@@ -171,7 +168,7 @@ impl Stats {
             "next_tick": ticks.next.map(rfc3339),
             "cycles": self.cycles,
             "cycles_failed": self.cycles_failed,
-            "queued": self.queued,
+            "queued": self.buffer.datums,
         });
         Verdict {
             healthy,
@@ -256,7 +253,7 @@ impl Stats {
                 "datums_queued",
                 gauge,
                 "Datums waiting in the buffer (memory or BUFFER_DIR) to be delivered.",
-                self.queued as f64,
+                self.buffer.datums as f64,
             ),
             (
                 "buffer_bytes",
@@ -529,8 +526,12 @@ mod tests {
             dropped_expired: 4,
             failed: false,
         };
-        s.record_publish(&r, Gauges::default());
-        s.record_publish(&r, Gauges::default());
+        let buffer = Gauges {
+            datums: 4,
+            ..Gauges::default()
+        };
+        s.record_publish(&r, buffer);
+        s.record_publish(&r, buffer);
         assert_eq!(
             (s.datums_published, s.put_calls, s.put_failures),
             (14, 6, 4)
@@ -544,7 +545,7 @@ mod tests {
             ),
             (2, 4, 6, 8)
         );
-        assert_eq!(s.queued, 4, "a gauge, not a sum");
+        assert_eq!(s.buffer.datums, 4, "a gauge, not a sum");
     }
 
     #[test]

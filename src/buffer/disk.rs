@@ -9,7 +9,7 @@
 //! advisory `flock` on the directory itself, so it needs no file and works read-only too;
 //! the kernel drops it when the process dies, kill -9 included.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -71,7 +71,7 @@ pub struct Disk {
     /// Holds the lock for as long as the agent runs.
     _lock: File,
     /// Every segment file there is, by sequence.
-    segments: BTreeMap<u64, ()>,
+    segments: BTreeSet<u64>,
     current: Option<Current>,
     segment_max: u64,
 }
@@ -87,11 +87,11 @@ impl Disk {
             Err(TryLockError::WouldBlock) => return Err(DiskError::Locked(dir.to_path_buf())),
             Err(TryLockError::Error(e)) => return Err(open_err(e)),
         }
-        let mut segments = BTreeMap::new();
+        let mut segments = BTreeSet::new();
         for entry in fs::read_dir(dir).map_err(open_err)? {
             let Ok(entry) = entry else { continue };
             if let Some(seq) = segment_seq(&entry.file_name().to_string_lossy()) {
-                segments.insert(seq, ());
+                segments.insert(seq);
             }
         }
         let mut disk = Disk {
@@ -111,7 +111,7 @@ impl Disk {
         // The furthest acknowledgement: (id, done).
         let mut acked = (0u64, 0u32);
         let mut max_id = 0;
-        for &seq in self.segments.keys() {
+        for &seq in &self.segments {
             let path = self.path(seq);
             let bytes = fs::read(&path).map_err(|e| DiskError::Open(path.clone(), e))?;
             let scan = record::scan(&bytes);
@@ -170,12 +170,9 @@ impl Disk {
         &self.dir
     }
 
-    fn path(&self, seq: u64) -> PathBuf {
+    /// The file of segment `seq`.
+    pub fn path(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:020}.seg"))
-    }
-
-    pub fn file_of(&self, seq: u64) -> PathBuf {
-        self.path(seq)
     }
 
     /// Appends one frame to the current segment (begun if needed): where it went. On an
@@ -252,7 +249,7 @@ impl Disk {
         let old: Vec<u64> = self
             .segments
             .range(..seq)
-            .map(|(s, _)| *s)
+            .copied()
             .filter(|s| Some(*s) != current)
             .collect();
         for s in old {
@@ -278,12 +275,12 @@ impl Disk {
     }
 
     fn begin(&mut self) -> io::Result<()> {
-        let seq = self.segments.keys().next_back().map_or(1, |s| s + 1);
+        let seq = self.segments.last().map_or(1, |s| s + 1);
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
             .open(self.path(seq))?;
-        self.segments.insert(seq, ());
+        self.segments.insert(seq);
         // The new name must survive a power cut as well as its contents.
         File::open(&self.dir)?.sync_all()?;
         self.current = Some(Current { seq, file, len: 0 });

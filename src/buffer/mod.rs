@@ -18,7 +18,7 @@ pub mod disk;
 pub mod record;
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use tracing::{error, info, warn};
@@ -304,7 +304,7 @@ impl Buffer {
             Place::Memory(payload) => record::metrics(payload).map_err(|e| e.to_string()),
             Place::Disk { segment, offset } => {
                 let disk = self.disk.as_ref().expect("a disk entry has a disk");
-                let file = disk.file_of(*segment);
+                let file = disk.path(*segment);
                 let place = |why: String| format!("{} at offset {offset}: {why}", file.display());
                 let bytes = disk
                     .read(*segment, *offset, e.len)
@@ -363,13 +363,13 @@ impl Buffer {
     /// Writes down how far the buffer has been emptied, and deletes the segments that no
     /// longer hold anything waiting. Not synced: losing it to a power cut only sends again.
     fn record_ack(&mut self, id: u64, done: u32) {
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
         let first_on_disk = self.entries.iter().find_map(|e| match e.place {
             Place::Disk { segment, .. } => Some(segment),
             Place::Memory(_) => None,
         });
-        let Some(disk) = self.disk.as_mut() else {
-            return;
-        };
         if !self.disk_failing {
             let _ = disk.append(&record::frame(&record::ack(id, done)));
         }
@@ -379,7 +379,8 @@ impl Buffer {
     /// Drops the oldest datums past the bounds; returns how many.
     pub fn trim(&mut self) -> usize {
         let mut dropped = 0;
-        // Memory: the oldest records held in memory, datum by datum.
+        // Memory: the oldest records held in memory, datum by datum. They were never written
+        // to disk (write_out notes a partly sent one when it is), so nothing there to ack.
         while self.memory_datums > self.max_memory_datums {
             let over = self.memory_datums - self.max_memory_datums;
             let i = self
@@ -387,12 +388,6 @@ impl Buffer {
                 .iter()
                 .position(|e| matches!(e.place, Place::Memory(_)))
                 .expect("memory datums are in memory entries");
-            if i == 0 {
-                let n = over.min(self.entries[0].waiting());
-                self.ack(n);
-                dropped += n;
-                continue;
-            }
             let e = &mut self.entries[i];
             let n = over.min(e.waiting());
             e.done += n as u32;
@@ -417,9 +412,9 @@ impl Buffer {
         dropped
     }
 
-    /// Where the disk buffer is, if there is one.
-    pub fn dir(&self) -> Option<PathBuf> {
-        self.disk.as_ref().map(|d| d.dir().to_path_buf())
+    /// Whether what waits is kept in BUFFER_DIR.
+    pub fn on_disk(&self) -> bool {
+        self.disk.is_some()
     }
 }
 
