@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from harness import ROOT, Agent, Exporter, FaultProxy, Fleet, LocalStack, agent_env, free_port  # noqa: E402
+from harness import ROOT, Agent, Exporter, FaultProxy, Fleet, LocalStack, agent_env, free_port, on_cpu  # noqa: E402
 
 HOST = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout.split("host: ")[1].split()[0]
 BINARY = Path(os.environ.get("AGENT_BIN", ROOT / "target" / HOST / "release" / "cloudwatch-publisher"))
@@ -38,10 +38,6 @@ VENV_BIN = ROOT / ".venv" / "bin"
 BASKET = "ec2:t3.micro ec2:m5.large ebs:gp3?size=100"
 DOC = ROOT / "docs" / "performance.md"
 CYCLES = int(os.environ.get("CYCLES", 30))
-
-
-def on_cpu(pid):
-    return sum(int((t / "schedstat").read_text().split()[0]) for t in Path(f"/proc/{pid}/task").iterdir()) / 1e9
 
 
 def status_kib(pid, field):

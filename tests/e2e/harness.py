@@ -83,6 +83,20 @@ def rss_kib(pid, until_exit=False):
         time.sleep(0.01)
 
 
+def on_cpu(pid):
+    """Seconds on CPU of all the process's threads, from the scheduler in nanoseconds (clock
+    ticks are 10 ms, too coarse for a few ms a cycle)."""
+    return sum(int((t / "schedstat").read_text().split()[0]) for t in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+
+
+def child_pid(pid):
+    """The only child of `pid`: the agent under a wrapper such as bwrap."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = f.read().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

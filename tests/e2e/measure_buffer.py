@@ -20,21 +20,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import ROOT, Agent, FaultProxy, Fleet, LocalStack, agent_env  # noqa: E402
+from harness import ROOT, Agent, FaultProxy, Fleet, LocalStack, agent_env, on_cpu  # noqa: E402
 
 SCRATCH = ROOT / "target" / "measure-buffer"
 HOST = os.popen("rustc -vV").read().split("host: ")[1].split()[0]
 BINARY = Path(os.environ.get("AGENT_BIN", ROOT / "target" / HOST / "release" / "cloudwatch-publisher"))
 CYCLES = int(os.environ.get("CYCLES", 40))
-
-
-def cpu_seconds(pid):
-    """Time on CPU of all the process's threads, in nanoseconds from the scheduler (clock
-    ticks are 10 ms, too coarse for a few ms a cycle)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 def median(xs):
@@ -48,9 +39,9 @@ def per_cycle(env):
     agent = Agent(env, binary=BINARY).start()
     try:
         agent.wait_cycles(5, timeout=30)
-        cpu0, n0 = cpu_seconds(agent.proc.pid), len(agent.cycles())
+        cpu0, n0 = on_cpu(agent.proc.pid), len(agent.cycles())
         agent.wait_cycles(n0 + CYCLES, timeout=CYCLES * 3)
-        cpu1, n1 = cpu_seconds(agent.proc.pid), len(agent.cycles())
+        cpu1, n1 = on_cpu(agent.proc.pid), len(agent.cycles())
         walls = [c["duration_ms"] for c in agent.cycles()[n0:n1]]
         writes = [c["buffer_write_us"] for c in agent.cycles()[n0:n1]]
         agent.signal(signal.SIGTERM)

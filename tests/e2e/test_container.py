@@ -23,7 +23,7 @@ import time
 import pytest
 
 from expect import SELF_UNITS
-from harness import ROOT, STATE, Agent, agent_env, http_get, parse_ts
+from harness import ROOT, STATE, Agent, agent_env, child_pid, http_get, parse_ts
 
 
 def static_binary():
@@ -74,14 +74,6 @@ def sandboxed(rootfs, *args):
             "--tmpfs", "/tmp", "--unshare-user", "--uid", uid, "--gid", gid,
             "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
             *image_entrypoint(), *args]
-
-
-def child_pid(pid):
-    """The agent: bwrap's only child."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        children = f.read().split()
-    assert len(children) == 1, children
-    return int(children[0])
 
 
 # docs/performance.md: the stripped static release binary stays under 8 MB (10^6 bytes).

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from harness import Agent, FaultProxy, agent_env, parse_ts, wait_for
+from harness import Agent, FaultProxy, agent_env, child_pid, parse_ts, wait_for
 
 CLOCK_BASKET = "ec2:t3.micro"
 # A cycle whose answers came this long before a kill had finished collecting and was in the
@@ -247,10 +247,7 @@ def bwrap(*mounts):
 
 def sigterm_wrapped(agent):
     """SIGTERM to the agent itself, bwrap's only child (bwrap does not pass signals on)."""
-    pid = agent.proc.pid
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        [child] = f.read().split()
-    os.kill(int(child), signal.SIGTERM)
+    os.kill(child_pid(agent.proc.pid), signal.SIGTERM)
 
 
 def test_a_full_disk_degrades_to_memory_and_recovers(localstack, reader, fleet, namespace, proxy, tmp_path):
