@@ -4,7 +4,7 @@
 //! A cycle's outcome is known only after it has published, so its self metrics wait in the
 //! buffer for the next publish (or the shutdown flush), stamped with their own cycle's time.
 
-use std::collections::BTreeMap;
+use crate::metric::Dimensions;
 use std::time::{Duration, SystemTime};
 
 use crate::buffer::Gauges;
@@ -32,7 +32,7 @@ pub fn of_cycle(
     timestamp: SystemTime,
 ) -> Vec<Metric> {
     // One dimension only: each self metric is one custom metric per agent.
-    let dims = BTreeMap::from([("Agent".to_string(), agent.to_string())]);
+    let dims = Dimensions::from([("Agent".to_string(), agent.to_string())]);
     let metric = |name: &str, value: Value, unit: Unit| Metric {
         name: name.to_string(),
         dimensions: dims.clone(),
@@ -127,7 +127,7 @@ mod tests {
                 (CORRUPT_RECORDS, Value::Counter(2.0), Unit::Count),
             ]
         );
-        let dims = BTreeMap::from([("Agent".to_string(), "prod-eu".to_string())]);
+        let dims = Dimensions::from([("Agent".to_string(), "prod-eu".to_string())]);
         assert!(
             out.iter()
                 .all(|m| m.dimensions == dims && m.timestamp == ts())

@@ -14,7 +14,7 @@
 //! one release is read by the next, and the decoder, fed whatever a disk hands back, checks
 //! every length against what is left before it allocates.
 
-use std::collections::BTreeMap;
+use crate::metric::Dimensions;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::metric::{Metric, Unit, Value};
@@ -322,7 +322,7 @@ impl<'a> Reader<'a> {
     fn metric(&mut self) -> Result<Metric, DecodeError> {
         let name = self.string()?;
         let n = self.count(2)?;
-        let mut dimensions = BTreeMap::new();
+        let mut dimensions = Dimensions::new();
         for _ in 0..n {
             let k = self.string()?;
             dimensions.insert(k, self.string()?);
@@ -370,7 +370,7 @@ mod tests {
     fn metric(i: u32) -> Metric {
         Metric {
             name: "PluginHealthy".into(),
-            dimensions: BTreeMap::from([("Region".into(), format!("us-east-{i}"))]),
+            dimensions: Dimensions::from([("Region".into(), format!("us-east-{i}"))]),
             unit: Unit::None,
             timestamp: UNIX_EPOCH + Duration::from_secs(1_800_000_000 + u64::from(i)),
             value: Value::Gauge(f64::from(i)),
@@ -404,7 +404,7 @@ mod tests {
         )
             .prop_map(|(name, dimensions, unit, secs, nanos, value)| Metric {
                 name,
-                dimensions,
+                dimensions: dimensions.into_iter().collect(),
                 unit,
                 timestamp: UNIX_EPOCH + Duration::new(secs, nanos),
                 value,

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use crate::metric::Dimensions;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -42,7 +42,7 @@ impl Drop for TempDir {
 fn at(i: u64) -> Metric {
     Metric {
         name: "PluginHealthy".into(),
-        dimensions: BTreeMap::from([("Region".into(), "us-east-1".into())]),
+        dimensions: Dimensions::from([("Region".into(), "us-east-1".into())]),
         value: Value::Gauge(i as f64),
         unit: Unit::None,
         timestamp: UNIX_EPOCH + Duration::from_secs(1_800_000_000 + i),

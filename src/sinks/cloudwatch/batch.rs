@@ -69,8 +69,8 @@ pub fn split(datums: &[Metric], namespace: &str) -> Vec<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::Dimensions;
     use crate::metric::{Unit, Value};
-    use std::collections::BTreeMap;
     use std::time::SystemTime;
 
     const NS: &str = "FinFocus/Plugins";
@@ -78,7 +78,7 @@ mod tests {
     fn datum(i: usize) -> Metric {
         Metric {
             name: format!("M{i}"),
-            dimensions: BTreeMap::from([("Region".into(), "us-east-1".into())]),
+            dimensions: Dimensions::from([("Region".into(), "us-east-1".into())]),
             value: Value::Gauge(i as f64),
             unit: Unit::None,
             timestamp: SystemTime::UNIX_EPOCH,

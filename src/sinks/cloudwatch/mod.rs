@@ -269,8 +269,9 @@ impl<S: MetricSink> Publisher<S> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::metric::Dimensions;
     use crate::metric::{Unit, Value};
-    use std::collections::{BTreeMap, VecDeque};
+    use std::collections::VecDeque;
     use std::sync::Mutex;
 
     /// Answers from a script first, then by rule: a batch holding a datum named "Poison" is
@@ -355,7 +356,7 @@ pub(crate) mod tests {
     pub(crate) fn datum(i: usize, at: SystemTime) -> Metric {
         Metric {
             name: "PluginHealthy".into(),
-            dimensions: BTreeMap::from([("Region".into(), format!("r-{i}"))]),
+            dimensions: Dimensions::from([("Region".into(), format!("r-{i}"))]),
             value: Value::Gauge(i as f64),
             unit: Unit::None,
             timestamp: at,

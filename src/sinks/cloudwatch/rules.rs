@@ -109,13 +109,13 @@ fn value_in_range(v: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::Dimensions;
     use crate::metric::Unit;
-    use std::collections::BTreeMap;
 
     fn datum() -> Metric {
         Metric {
             name: "PluginHealthy".into(),
-            dimensions: BTreeMap::from([("Region".into(), "us-east-1".into())]),
+            dimensions: Dimensions::from([("Region".into(), "us-east-1".into())]),
             value: Value::Gauge(1.0),
             unit: Unit::None,
             timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
@@ -155,7 +155,7 @@ mod tests {
     fn dimension_names_are_ascii_without_leading_colon() {
         for bad in ["", ":Region", "Région", &"n".repeat(256)] {
             let mut d = datum();
-            d.dimensions = BTreeMap::from([(bad.to_string(), "v".to_string())]);
+            d.dimensions = Dimensions::from([(bad.to_string(), "v".to_string())]);
             assert_eq!(
                 check(&d, now()),
                 Err(Invalid::DimensionName(bad.to_string())),
@@ -163,7 +163,7 @@ mod tests {
             );
         }
         let mut d = datum();
-        d.dimensions = BTreeMap::from([("n".repeat(255), "v".into())]);
+        d.dimensions = Dimensions::from([("n".repeat(255), "v".into())]);
         assert_eq!(check(&d, now()), Ok(()));
     }
 
@@ -171,7 +171,7 @@ mod tests {
     fn dimension_values_are_non_empty_printable_ascii() {
         for bad in ["", "tab\there", "newline\n", "é", &"v".repeat(1025)] {
             let mut d = datum();
-            d.dimensions = BTreeMap::from([("Region".to_string(), bad.to_string())]);
+            d.dimensions = Dimensions::from([("Region".to_string(), bad.to_string())]);
             assert_eq!(
                 check(&d, now()),
                 Err(Invalid::DimensionValue("Region".into())),
@@ -179,7 +179,7 @@ mod tests {
             );
         }
         let mut d = datum();
-        d.dimensions = BTreeMap::from([("Region".into(), "v".repeat(1024))]);
+        d.dimensions = Dimensions::from([("Region".into(), "v".repeat(1024))]);
         assert_eq!(check(&d, now()), Ok(()));
     }
 

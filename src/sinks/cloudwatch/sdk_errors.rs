@@ -5,7 +5,8 @@
 //! datum; AccessDenied keeps the datums for the next cycle; a call that hangs is cut at the
 //! per-attempt timeout, never before the minimum attempt.
 
-use std::collections::{BTreeMap, VecDeque};
+use crate::metric::Dimensions;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -153,7 +154,7 @@ impl FakeCloudWatch {
 fn datum(name: &str, i: usize) -> Metric {
     Metric {
         name: name.into(),
-        dimensions: BTreeMap::from([("Region".into(), format!("us-east-{i}"))]),
+        dimensions: Dimensions::from([("Region".into(), format!("us-east-{i}"))]),
         value: Value::Gauge(i as f64),
         unit: Unit::None,
         timestamp: SystemTime::now(),

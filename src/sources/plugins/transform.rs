@@ -3,7 +3,7 @@
 //! This is where metric names, units and dimensions are decided, so it is the file to read
 //! (and the table in README.md is the one to update) when the published shape changes.
 
-use std::collections::BTreeMap;
+use crate::metric::Dimensions;
 use std::time::SystemTime;
 
 use crate::metric::{Metric, Unit, Value};
@@ -19,7 +19,7 @@ pub const COST_QUERY_ERRORS: &str = "CostQueryErrors";
 /// All datums of one cycle carry the cycle's `timestamp`, so a dashboard lines them up.
 pub fn to_metrics(samples: &[Sample], timestamp: SystemTime) -> Vec<Metric> {
     let mut out = Vec::with_capacity(samples.len() * 2);
-    let mut push = |name: &str, dims: BTreeMap<String, String>, value: Value, unit: Unit| {
+    let mut push = |name: &str, dims: Dimensions, value: Value, unit: Unit| {
         out.push(Metric {
             name: name.to_string(),
             dimensions: dims,
@@ -91,8 +91,8 @@ pub fn to_metrics(samples: &[Sample], timestamp: SystemTime) -> Vec<Metric> {
     out
 }
 
-fn region_dims(region: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("Region".to_string(), region.to_string())])
+fn region_dims(region: &str) -> Dimensions {
+    Dimensions::from([("Region".to_string(), region.to_string())])
 }
 
 #[cfg(test)]
@@ -104,7 +104,7 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
     }
 
-    fn dims(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn dims(pairs: &[(&str, &str)]) -> Dimensions {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -24,11 +24,13 @@
 //!   series are not published and counted.
 //! - Series not scraped for [`FORGET_AFTER`] scrapes are forgotten.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, Hash};
 use std::time::SystemTime;
 
 use super::parse::{Family, Kind, Sample, Scrape};
-use crate::metric::{Metric, Unit, Value};
+use crate::metric::{Dimensions, Metric, Unit, Value};
 
 /// Scrapes a series may be missing before its baseline is forgotten.
 pub const FORGET_AFTER: u64 = 5;
@@ -53,17 +55,29 @@ pub struct Rules {
 }
 
 /// What one target's conversion remembers between scrapes.
+///
+/// Series are remembered by a 64-bit hash of their name and labels, not by the strings: at
+/// 100k series the keys cost more than 100 MB, the hashes 1.6 MB. The hasher is SipHash with
+/// keys drawn at start, so an exporter cannot aim for a collision, and by chance two of 100k
+/// series share a hash once in about 4 billion agents.
 #[derive(Debug, Default)]
 pub struct State {
     scrapes: u64,
+    hasher: RandomState,
     /// Each counter-like series' last total, or a histogram series' last buckets.
-    last: HashMap<SeriesKey, Last>,
-    /// The CloudWatch metrics this target has created, against MAX_SERIES_PER_TARGET.
-    created: HashSet<(String, BTreeMap<String, String>)>,
+    last: HashMap<u64, Last>,
+    /// The CloudWatch metrics (name and dimensions) this target has created, against
+    /// MAX_SERIES_PER_TARGET.
+    created: HashSet<u64>,
+}
+
+impl State {
+    fn key(&self, series: impl Hash) -> u64 {
+        self.hasher.hash_one(series)
+    }
 }
 
 type Labels = Vec<(String, String)>;
-type SeriesKey = (String, Labels);
 
 #[derive(Debug, Clone)]
 struct Last {
@@ -159,7 +173,7 @@ impl Output<'_> {
             self.converted.non_finite += 1;
             return;
         }
-        let key = (name.to_string(), s.labels.clone());
+        let key = self.state.key((name, &s.labels));
         let scrapes = self.state.scrapes;
         let previous = self.state.last.insert(
             key,
@@ -208,7 +222,7 @@ impl Output<'_> {
         }
         for (labels, mut buckets) in series {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let key = (family.name.clone(), labels.clone());
+            let key = self.state.key((&family.name, &labels));
             let scrapes = self.state.scrapes;
             let previous = self.state.last.insert(
                 key,
@@ -232,17 +246,17 @@ impl Output<'_> {
 
     fn emit(&mut self, name: &str, labels: &[(String, String)], value: Value) {
         let dimensions = dimensions(self.rules, labels);
-        let id = (name.to_string(), dimensions);
+        let id = self.state.key((name, &dimensions));
         if !self.state.created.contains(&id) {
             if self.state.created.len() >= self.rules.max_series {
                 self.converted.over_cap += 1;
                 return;
             }
-            self.state.created.insert(id.clone());
+            self.state.created.insert(id);
         }
         self.converted.metrics.push(Metric {
-            name: id.0,
-            dimensions: id.1,
+            name: name.to_string(),
+            dimensions,
             unit: unit(name),
             timestamp: self.timestamp,
             value,
@@ -321,8 +335,8 @@ fn merge_to_limit(values: &mut Vec<f64>, counts: &mut Vec<f64>) {
 }
 
 /// The dimensions of a series: the target's region, then labels by name, by the rules.
-fn dimensions(rules: &Rules, labels: &[(String, String)]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+fn dimensions(rules: &Rules, labels: &[(String, String)]) -> Dimensions {
+    let mut out = Dimensions::new();
     if let Some(region) = &rules.region {
         out.insert("Region".to_string(), region.clone());
     }
@@ -335,7 +349,9 @@ fn dimensions(rules: &Rules, labels: &[(String, String)]) -> BTreeMap<String, St
         if out.len() >= MAX_DIMENSIONS {
             break;
         }
-        out.entry(k.clone()).or_insert_with(|| dimension_value(v));
+        if !out.contains_key(k) {
+            out.insert(k.clone(), dimension_value(v));
+        }
     }
     out
 }
@@ -451,7 +467,7 @@ mod tests {
         );
         assert_eq!(
             c.metrics[0].dimensions,
-            BTreeMap::from([("room".into(), "a".into())])
+            Dimensions::from([("room".into(), "a".into())])
         );
         assert_eq!(c.metrics[0].timestamp, at());
     }

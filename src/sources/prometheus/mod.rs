@@ -11,7 +11,7 @@ pub(crate) mod convert;
 pub(crate) mod parse;
 mod scrape;
 
-use std::collections::BTreeMap;
+use crate::metric::Dimensions;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
@@ -101,7 +101,7 @@ impl PrometheusSource {
                         target.capped_said = true;
                         warn!(target = %url, max_series = target.rules.max_series, not_published = converted.over_cap, "the target reached MAX_SERIES_PER_TARGET; its new series are not published. Fix: raise MAX_SERIES_PER_TARGET, or narrow INCLUDE_METRICS, EXCLUDE_METRICS or DROP_LABELS");
                     }
-                    out.metrics.extend(converted.metrics);
+                    out.take_metrics(converted.metrics);
                     out.summary.healthy += 1;
                     (true, Some(fetched.latency))
                 }
@@ -140,8 +140,8 @@ impl PrometheusSource {
 }
 
 /// `Target` (the URL, cut to a dimension value's length) and the target's `Region`.
-fn target_dimensions(url: &str, region: Option<&str>) -> BTreeMap<String, String> {
-    let mut dims = BTreeMap::from([("Target".to_string(), url.chars().take(1024).collect())]);
+fn target_dimensions(url: &str, region: Option<&str>) -> Dimensions {
+    let mut dims = Dimensions::from([("Target".to_string(), url.chars().take(1024).collect())]);
     if let Some(region) = region {
         dims.insert("Region".to_string(), region.to_string());
     }
@@ -150,7 +150,7 @@ fn target_dimensions(url: &str, region: Option<&str>) -> BTreeMap<String, String
 
 fn metric(
     name: &str,
-    dims: &BTreeMap<String, String>,
+    dims: &Dimensions,
     value: Value,
     unit: Unit,
     timestamp: SystemTime,
