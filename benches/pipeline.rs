@@ -99,9 +99,10 @@ fn stages(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("convert");
     for &n in &sizes {
+        let bodies = (exposition(n, 0), exposition(n, 1));
         let (first, second) = (
-            parse(&exposition(n, 0), Format::Text),
-            parse(&exposition(n, 1), Format::Text),
+            parse(&bodies.0, Format::Text),
+            parse(&bodies.1, Format::Text),
         );
         let out = metrics(n).len();
         g.throughput(Throughput::Elements(out as u64));

@@ -24,12 +24,13 @@
 //!   series are not published and counted.
 //! - Series not scraped for [`FORGET_AFTER`] scrapes are forgotten.
 
+use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 use std::time::SystemTime;
 
-use super::parse::{Family, Kind, Sample, Scrape};
+use super::parse::{Family, Kind, Labels, Sample, Scrape};
 use crate::metric::{Dimensions, Metric, Unit, Value};
 
 /// Scrapes a series may be missing before its baseline is forgotten.
@@ -77,8 +78,6 @@ impl State {
     }
 }
 
-type Labels = Vec<(String, String)>;
-
 #[derive(Debug, Clone)]
 struct Last {
     seen: u64,
@@ -116,11 +115,11 @@ pub fn convert(
         converted: Converted::default(),
         state,
     };
-    for family in scrape.families.iter().filter(|f| chosen(&f.name, rules)) {
+    for family in scrape.families.iter().filter(|f| chosen(f.name, rules)) {
         match family.kind {
             Kind::Gauge | Kind::Untyped | Kind::Info | Kind::StateSet => {
                 for s in &family.samples {
-                    out.gauge(&s.name, s);
+                    out.gauge(s.name, s);
                 }
             }
             Kind::Counter => {
@@ -129,15 +128,15 @@ pub fn convert(
                     .iter()
                     .filter(|s| !s.name.ends_with("_created"))
                 {
-                    out.counter(&s.name, s);
+                    out.counter(s.name, s);
                 }
             }
             Kind::Summary => {
                 for s in &family.samples {
                     if s.name == family.name {
-                        out.gauge(&family.name, s);
+                        out.gauge(family.name, s);
                     } else if !s.name.ends_with("_created") {
-                        out.counter(&s.name, s);
+                        out.counter(s.name, s);
                     }
                 }
             }
@@ -201,7 +200,7 @@ impl Output<'_> {
         // Each series' buckets, keyed by its labels without `le`.
         let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
         for s in &family.samples {
-            if s.name == format!("{}_bucket", family.name) {
+            if s.name.strip_suffix("_bucket") == Some(family.name) {
                 let Some(le) = s.label("le").and_then(|le| le.parse::<f64>().ok()) else {
                     continue;
                 };
@@ -212,12 +211,12 @@ impl Output<'_> {
                 let labels: Vec<_> = s
                     .labels
                     .iter()
-                    .filter(|(k, _)| k != "le")
+                    .filter(|(k, _)| *k != "le")
                     .cloned()
                     .collect();
                 series.entry(labels).or_default().push((le, s.value));
             } else if !s.name.ends_with("_created") {
-                self.counter(&s.name, s);
+                self.counter(s.name, s);
             }
         }
         for (labels, mut buckets) in series {
@@ -239,12 +238,12 @@ impl Output<'_> {
                 continue; // the baseline
             };
             if let Some(value) = distribution(&before, &buckets) {
-                self.emit(&family.name, &labels, value);
+                self.emit(family.name, &labels, value);
             }
         }
     }
 
-    fn emit(&mut self, name: &str, labels: &[(String, String)], value: Value) {
+    fn emit(&mut self, name: &str, labels: &[(&str, Cow<str>)], value: Value) {
         let dimensions = dimensions(self.rules, labels);
         let id = self.state.key((name, &dimensions));
         if !self.state.created.contains(&id) {
@@ -335,14 +334,14 @@ fn merge_to_limit(values: &mut Vec<f64>, counts: &mut Vec<f64>) {
 }
 
 /// The dimensions of a series: the target's region, then labels by name, by the rules.
-fn dimensions(rules: &Rules, labels: &[(String, String)]) -> Dimensions {
+fn dimensions(rules: &Rules, labels: &[(&str, Cow<str>)]) -> Dimensions {
     let mut out = Dimensions::new();
     if let Some(region) = &rules.region {
         out.insert("Region".to_string(), region.clone());
     }
-    let mut labels: Vec<&(String, String)> = labels
+    let mut labels: Vec<&(&str, Cow<str>)> = labels
         .iter()
-        .filter(|(k, v)| !v.is_empty() && !rules.drop_labels.contains(k))
+        .filter(|(k, v)| !v.is_empty() && !rules.drop_labels.contains(*k))
         .collect();
     labels.sort();
     for (k, v) in labels {
@@ -350,7 +349,7 @@ fn dimensions(rules: &Rules, labels: &[(String, String)]) -> Dimensions {
             break;
         }
         if !out.contains_key(k) {
-            out.insert(k.clone(), dimension_value(v));
+            out.insert(k.to_string(), dimension_value(v));
         }
     }
     out
