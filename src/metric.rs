@@ -70,7 +70,7 @@ impl Dimensions {
 
     /// Names and values, by name.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &String)> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.into_iter()
     }
 }
 

@@ -4,11 +4,10 @@
 //! A cycle's outcome is known only after it has published, so its self metrics wait in the
 //! buffer for the next publish (or the shutdown flush), stamped with their own cycle's time.
 
-use crate::metric::Dimensions;
 use std::time::{Duration, SystemTime};
 
 use crate::buffer::Gauges;
-use crate::metric::{Metric, Unit, Value};
+use crate::metric::{Dimensions, Metric, Unit, Value};
 use crate::sinks::cloudwatch::PublishReport;
 
 pub const CYCLE_DURATION: &str = "CycleDuration";

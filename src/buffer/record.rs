@@ -13,11 +13,9 @@
 //! written by hand rather than with a serde format so that it is fixed: a buffer written by
 //! one release is read by the next, and the decoder, fed whatever a disk hands back, checks
 //! every length against what is left before it allocates.
-
-use crate::metric::Dimensions;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::metric::{Metric, Unit, Value};
+use crate::metric::{Dimensions, Metric, Unit, Value};
 
 pub const MAGIC: [u8; 4] = *b"CWB1";
 pub const HEADER: usize = 12;

@@ -1,10 +1,9 @@
-use crate::metric::Dimensions;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::metric::{Unit, Value};
+use crate::metric::{Dimensions, Unit, Value};
 
 /// A fresh directory under the system's temp dir, removed at the end.
 pub(crate) struct TempDir(PathBuf);

@@ -43,8 +43,9 @@ pub struct Summary {
 }
 
 impl Collected {
-    /// Appends `metrics`, moving the larger vector instead of copying it: a 100k-series
-    /// scrape's metrics are 13 MB, and two copies at once would be the cycle's peak.
+    /// Adds `metrics`, moving the larger vector instead of copying it: a 100k-series
+    /// scrape's metrics are 13 MB, and two copies at once would be the cycle's peak. The
+    /// order between the two is not kept; nothing downstream depends on it.
     pub fn take_metrics(&mut self, mut metrics: Vec<Metric>) {
         if metrics.len() > self.metrics.len() {
             std::mem::swap(&mut self.metrics, &mut metrics);

@@ -69,8 +69,7 @@ pub fn split(datums: &[Metric], namespace: &str) -> Vec<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metric::Dimensions;
-    use crate::metric::{Unit, Value};
+    use crate::metric::{Dimensions, Unit, Value};
     use std::time::SystemTime;
 
     const NS: &str = "FinFocus/Plugins";

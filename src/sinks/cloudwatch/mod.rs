@@ -269,8 +269,7 @@ impl<S: MetricSink> Publisher<S> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::metric::Dimensions;
-    use crate::metric::{Unit, Value};
+    use crate::metric::{Dimensions, Unit, Value};
     use std::collections::VecDeque;
     use std::sync::Mutex;
 

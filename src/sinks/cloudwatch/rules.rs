@@ -109,8 +109,7 @@ fn value_in_range(v: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metric::Dimensions;
-    use crate::metric::Unit;
+    use crate::metric::{Dimensions, Unit};
 
     fn datum() -> Metric {
         Metric {

@@ -5,14 +5,13 @@
 //! datum; AccessDenied keeps the datums for the next cycle; a call that hangs is cut at the
 //! per-attempt timeout, never before the minimum attempt.
 
-use crate::metric::Dimensions;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::buffer::Buffer;
-use crate::metric::{Metric, Unit, Value};
+use crate::metric::{Dimensions, Metric, Unit, Value};
 use crate::sinks::cloudwatch::sdk::CloudWatchSink;
 use crate::sinks::cloudwatch::{PublishReport, Publisher, RetryPolicy};
 use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};

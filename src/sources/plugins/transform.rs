@@ -2,11 +2,9 @@
 //!
 //! This is where metric names, units and dimensions are decided, so it is the file to read
 //! (and the table in README.md is the one to update) when the published shape changes.
-
-use crate::metric::Dimensions;
 use std::time::SystemTime;
 
-use crate::metric::{Metric, Unit, Value};
+use crate::metric::{Dimensions, Metric, Unit, Value};
 use crate::sources::plugins::sample::Sample;
 
 pub const PLUGIN_HEALTHY: &str = "PluginHealthy";

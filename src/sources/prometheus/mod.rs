@@ -10,15 +10,13 @@ pub mod config;
 pub(crate) mod convert;
 pub(crate) mod parse;
 mod scrape;
-
-use crate::metric::Dimensions;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::metric::{Metric, Unit, Value};
+use crate::metric::{Dimensions, Metric, Unit, Value};
 use crate::sources::{Collected, TargetStatus};
 use config::{PrometheusConfig, ScrapeTarget};
 use convert::{Rules, State};
