@@ -237,10 +237,10 @@ fn put_metric(out: &mut Vec<u8>, m: &Metric) {
             out.push(1);
             out.extend_from_slice(&v.to_le_bytes());
         }
-        Value::Distribution { values, counts } => {
+        Value::Distribution(d) => {
             out.push(2);
-            put_f64s(out, values);
-            put_f64s(out, counts);
+            put_f64s(out, &d.values);
+            put_f64s(out, &d.counts);
         }
     }
 }
@@ -337,10 +337,7 @@ impl<'a> Reader<'a> {
         let value = match self.u8()? {
             0 => Value::Gauge(self.f64()?),
             1 => Value::Counter(self.f64()?),
-            2 => Value::Distribution {
-                values: self.f64s()?,
-                counts: self.f64s()?,
-            },
+            2 => Value::distribution(self.f64s()?, self.f64s()?),
             t => return Err(DecodeError::Tag("value", t)),
         };
         Ok(Metric {
@@ -390,7 +387,7 @@ mod tests {
                 prop::collection::vec(any::<f64>(), 0..5),
                 prop::collection::vec(any::<f64>(), 0..5)
             )
-                .prop_map(|(values, counts)| Value::Distribution { values, counts }),
+                .prop_map(|(values, counts)| Value::distribution(values, counts)),
         ];
         (
             ".{0,40}",
@@ -414,10 +411,10 @@ mod tests {
         let bits = |v: &Value| match v {
             Value::Gauge(x) => vec![0, x.to_bits()],
             Value::Counter(x) => vec![1, x.to_bits()],
-            Value::Distribution { values, counts } => std::iter::once(2)
-                .chain(values.iter().map(|x| x.to_bits()))
+            Value::Distribution(d) => std::iter::once(2)
+                .chain(d.values.iter().map(|x| x.to_bits()))
                 .chain([u64::MAX])
-                .chain(counts.iter().map(|x| x.to_bits()))
+                .chain(d.counts.iter().map(|x| x.to_bits()))
                 .collect(),
         };
         a.len() == b.len()

@@ -41,9 +41,9 @@ impl MetricSink for DryRunSink {
             // The fields PutMetricData would carry: Value, or Values and Counts.
             match &d.value {
                 Value::Gauge(v) | Value::Counter(v) => line["value"] = serde_json::json!(v),
-                Value::Distribution { values, counts } => {
-                    line["values"] = serde_json::json!(values);
-                    line["counts"] = serde_json::json!(counts);
+                Value::Distribution(d) => {
+                    line["values"] = serde_json::json!(d.values);
+                    line["counts"] = serde_json::json!(d.counts);
                 }
             }
             text.push_str(&line.to_string());

@@ -27,8 +27,8 @@ const NUMBER: usize = 9;
 pub fn encoded_size(d: &Metric) -> usize {
     let values = match &d.value {
         Value::Gauge(_) | Value::Counter(_) => 0,
-        Value::Distribution { values, counts } => {
-            DISTRIBUTION_OVERHEAD + NUMBER * (values.len() + counts.len())
+        Value::Distribution(d) => {
+            DISTRIBUTION_OVERHEAD + NUMBER * (d.values.len() + d.counts.len())
         }
     };
     DATUM_OVERHEAD

@@ -52,20 +52,21 @@ pub fn check(metric: &Metric, now: SystemTime) -> Result<(), Invalid> {
     for (name, value) in &metric.dimensions {
         if name.is_empty() || name.len() > MAX_NAME_LEN || !name.is_ascii() || name.starts_with(':')
         {
-            return Err(Invalid::DimensionName(name.clone()));
+            return Err(Invalid::DimensionName(name.to_string()));
         }
         if value.is_empty()
             || value.len() > MAX_DIMENSION_VALUE_LEN
             || !value.bytes().all(|b| b.is_ascii() && !b.is_ascii_control())
         {
-            return Err(Invalid::DimensionValue(name.clone()));
+            return Err(Invalid::DimensionValue(name.to_string()));
         }
     }
     match &metric.value {
         Value::Gauge(v) | Value::Counter(v) if !value_in_range(*v) => {
             return Err(Invalid::Value(*v));
         }
-        Value::Distribution { values, counts } => {
+        Value::Distribution(d) => {
+            let (values, counts) = (&d.values, &d.counts);
             if values.is_empty()
                 || values.len() > MAX_VALUES
                 || values.len() != counts.len()
@@ -231,7 +232,7 @@ mod tests {
     fn distributions_carry_1_to_150_values_with_as_many_counts() {
         let dist = |values: Vec<f64>, counts: Vec<f64>| {
             let mut d = datum();
-            d.value = Value::Distribution { values, counts };
+            d.value = Value::distribution(values, counts);
             check(&d, now())
         };
         assert_eq!(dist(vec![0.5, 2.0], vec![3.0, 0.0]), Ok(()));

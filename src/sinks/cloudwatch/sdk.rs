@@ -50,9 +50,9 @@ pub(crate) fn to_metric_datum(d: &Metric) -> MetricDatum {
     // the increases is the count over any period.
     match &d.value {
         Value::Gauge(v) | Value::Counter(v) => datum.value(*v),
-        Value::Distribution { values, counts } => datum
-            .set_values(Some(values.clone()))
-            .set_counts(Some(counts.clone())),
+        Value::Distribution(d) => datum
+            .set_values(Some(d.values.clone()))
+            .set_counts(Some(d.counts.clone())),
     }
     .build()
 }
@@ -175,12 +175,12 @@ mod tests {
     async fn the_size_bound_holds_for_the_widest_distributions() {
         let mut d = datum(0, SystemTime::now());
         d.name = "n".repeat(255);
-        d.value = Value::Distribution {
-            values: (0..150)
+        d.value = Value::distribution(
+            (0..150)
                 .map(|i| -1.234_567_890_123e300 / f64::from(i + 1))
                 .collect(),
-            counts: (0..150).map(|i| 1.0e300 / f64::from(i + 1)).collect(),
-        };
+            (0..150).map(|i| 1.0e300 / f64::from(i + 1)).collect(),
+        );
         let batch = vec![d; 40];
         let (wire, bound) = (wire_size(&batch).await, estimate(&batch));
         assert!(wire <= bound, "wire {wire} > bound {bound}");
@@ -218,10 +218,7 @@ mod tests {
     #[test]
     fn a_distribution_goes_out_as_values_and_counts() {
         let mut d = datum(7, SystemTime::now());
-        d.value = Value::Distribution {
-            values: vec![0.25, 1.0],
-            counts: vec![3.0, 1.0],
-        };
+        d.value = Value::distribution(vec![0.25, 1.0], vec![3.0, 1.0]);
         let m = to_metric_datum(&d);
         assert_eq!(m.value(), None);
         assert_eq!(m.values(), [0.25, 1.0]);

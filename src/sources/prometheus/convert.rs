@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 use std::time::SystemTime;
 
-use super::parse::{Family, Kind, Labels, Sample, Scrape};
+use super::parse::{Kind, Labels, Sample, Scrape};
 use crate::metric::{Dimensions, Metric, Unit, Value};
 
 /// Scrapes a series may be missing before its baseline is forgotten.
@@ -108,46 +108,101 @@ pub fn convert(
     state: &mut State,
     timestamp: SystemTime,
 ) -> Converted {
-    state.scrapes += 1;
-    let mut out = Output {
-        rules,
-        timestamp,
-        converted: Converted::default(),
-        state,
-    };
-    for family in scrape.families.iter().filter(|f| chosen(f.name, rules)) {
-        match family.kind {
-            Kind::Gauge | Kind::Untyped | Kind::Info | Kind::StateSet => {
-                for s in &family.samples {
-                    out.gauge(s.name, s);
-                }
-            }
-            Kind::Counter => {
-                for s in family
-                    .samples
-                    .iter()
-                    .filter(|s| !s.name.ends_with("_created"))
-                {
-                    out.counter(s.name, s);
-                }
-            }
-            Kind::Summary => {
-                for s in &family.samples {
-                    if s.name == family.name {
-                        out.gauge(family.name, s);
-                    } else if !s.name.ends_with("_created") {
-                        out.counter(s.name, s);
-                    }
-                }
-            }
-            Kind::Histogram | Kind::GaugeHistogram => out.histogram(family),
+    let mut conversion = Conversion::start(rules, state, timestamp);
+    for family in &scrape.families {
+        for sample in &family.samples {
+            conversion.sample(family.name, family.kind, sample);
         }
     }
-    let seen = out.state.scrapes;
-    out.state
-        .last
-        .retain(|_, last| seen - last.seen < FORGET_AFTER);
-    out.converted
+    conversion.finish()
+}
+
+/// One scrape's conversion, fed a sample at a time as the parser reads them
+/// ([`super::parse::parse_each`]). Only a histogram family's buckets are held, until the
+/// family ends, since a series' distribution needs all of its buckets.
+pub struct Conversion<'a, 'b> {
+    out: Output<'a>,
+    /// The family of the latest sample, its type, and whether the rules choose it.
+    family: Option<(&'b str, Kind, bool)>,
+    /// The current histogram family's buckets, by series (its labels without `le`).
+    buckets: BTreeMap<Labels<'b>, Vec<(f64, f64)>>,
+}
+
+impl<'a, 'b> Conversion<'a, 'b> {
+    pub fn start(rules: &'a Rules, state: &'a mut State, timestamp: SystemTime) -> Self {
+        state.scrapes += 1;
+        Conversion {
+            out: Output {
+                rules,
+                timestamp,
+                converted: Converted::default(),
+                state,
+            },
+            family: None,
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    /// One sample of `family`, a family of type `kind`.
+    pub fn sample(&mut self, family: &'b str, kind: Kind, s: &Sample<'b>) {
+        if self.family.map(|(name, ..)| name) != Some(family) {
+            self.end_family();
+            self.family = Some((family, kind, chosen(family, self.out.rules)));
+        }
+        if !self.family.is_some_and(|(.., chosen)| chosen) {
+            return;
+        }
+        let out = &mut self.out;
+        match kind {
+            Kind::Gauge | Kind::Untyped | Kind::Info | Kind::StateSet => out.gauge(s.name, s),
+            Kind::Counter if !s.name.ends_with("_created") => out.counter(s.name, s),
+            Kind::Summary if s.name == family => out.gauge(family, s),
+            Kind::Summary if !s.name.ends_with("_created") => out.counter(s.name, s),
+            Kind::Histogram | Kind::GaugeHistogram
+                if s.name.strip_suffix("_bucket") == Some(family) =>
+            {
+                let Some(le) = s.label("le").and_then(|le| le.parse::<f64>().ok()) else {
+                    return;
+                };
+                if !s.value.is_finite() || le.is_nan() {
+                    out.converted.non_finite += 1;
+                    return;
+                }
+                let labels: Labels = s
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| *k != "le")
+                    .cloned()
+                    .collect();
+                self.buckets.entry(labels).or_default().push((le, s.value));
+            }
+            Kind::Histogram | Kind::GaugeHistogram if !s.name.ends_with("_created") => {
+                out.counter(s.name, s)
+            }
+            _ => {}
+        }
+    }
+
+    /// A histogram family's distributions, one per series, once all its buckets are in.
+    fn end_family(&mut self) {
+        let Some((name, ..)) = self.family else {
+            return;
+        };
+        for (labels, buckets) in std::mem::take(&mut self.buckets) {
+            self.out.distribution(name, &labels, buckets);
+        }
+    }
+
+    /// The scrape's metrics; series missing for [`FORGET_AFTER`] scrapes are forgotten.
+    pub fn finish(mut self) -> Converted {
+        self.end_family();
+        let Output {
+            converted, state, ..
+        } = self.out;
+        let seen = state.scrapes;
+        state.last.retain(|_, last| seen - last.seen < FORGET_AFTER);
+        converted
+    }
 }
 
 struct Output<'a> {
@@ -196,50 +251,27 @@ impl Output<'_> {
         self.emit(name, &s.labels, Value::Counter(increase));
     }
 
-    fn histogram(&mut self, family: &Family) {
-        // Each series' buckets, keyed by its labels without `le`.
-        let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
-        for s in &family.samples {
-            if s.name.strip_suffix("_bucket") == Some(family.name) {
-                let Some(le) = s.label("le").and_then(|le| le.parse::<f64>().ok()) else {
-                    continue;
-                };
-                if !s.value.is_finite() || le.is_nan() {
-                    self.converted.non_finite += 1;
-                    continue;
-                }
-                let labels: Vec<_> = s
-                    .labels
-                    .iter()
-                    .filter(|(k, _)| *k != "le")
-                    .cloned()
-                    .collect();
-                series.entry(labels).or_default().push((le, s.value));
-            } else if !s.name.ends_with("_created") {
-                self.counter(s.name, s);
-            }
-        }
-        for (labels, mut buckets) in series {
-            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let key = self.state.key((&family.name, &labels));
-            let scrapes = self.state.scrapes;
-            let previous = self.state.last.insert(
-                key,
-                Last {
-                    seen: scrapes,
-                    value: LastValue::Buckets(buckets.clone()),
-                },
-            );
-            let Some(Last {
-                value: LastValue::Buckets(before),
-                ..
-            }) = previous
-            else {
-                continue; // the baseline
-            };
-            if let Some(value) = distribution(&before, &buckets) {
-                self.emit(family.name, &labels, value);
-            }
+    /// A histogram series' distribution of the increases since its last buckets.
+    fn distribution(&mut self, name: &str, labels: &Labels, mut buckets: Vec<(f64, f64)>) {
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let key = self.state.key((&name, labels));
+        let scrapes = self.state.scrapes;
+        let previous = self.state.last.insert(
+            key,
+            Last {
+                seen: scrapes,
+                value: LastValue::Buckets(buckets.clone()),
+            },
+        );
+        let Some(Last {
+            value: LastValue::Buckets(before),
+            ..
+        }) = previous
+        else {
+            return; // the baseline
+        };
+        if let Some(value) = distribution(&before, &buckets) {
+            self.emit(name, labels, value);
         }
     }
 
@@ -296,7 +328,7 @@ fn distribution(before: &[(f64, f64)], now: &[(f64, f64)]) -> Option<Value> {
         return None;
     }
     merge_to_limit(&mut values, &mut counts);
-    Some(Value::Distribution { values, counts })
+    Some(Value::distribution(values, counts))
 }
 
 /// Where a bucket's observations are put: the middle of `(lower, upper]`.
@@ -420,7 +452,7 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse::{Format, parse};
+    use super::super::parse::{Format, Line, parse, parse_each};
     use super::*;
 
     fn rules() -> Rules {
@@ -434,14 +466,48 @@ mod tests {
         SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)
     }
 
-    /// Converts `bodies` one scrape after another; the last scrape's result.
+    /// Converts `bodies` one scrape after another, a sample at a time as the source does;
+    /// the last scrape's result.
     fn scrapes(bodies: &[&str], rules: &Rules) -> Converted {
         let mut state = State::default();
         let mut last = Converted::default();
         for body in bodies {
-            last = convert(&parse(body, Format::Text), rules, &mut state, at());
+            let mut conversion = Conversion::start(rules, &mut state, at());
+            parse_each(body, Format::Text, |line| {
+                if let Line::Sample {
+                    family,
+                    kind,
+                    sample,
+                } = line
+                {
+                    conversion.sample(family, kind, &sample);
+                }
+            });
+            last = conversion.finish();
         }
         last
+    }
+
+    #[test]
+    fn a_scrape_converted_sample_by_sample_is_the_scrape_converted_whole() {
+        let body = |n: u32| {
+            format!(
+                "# TYPE g gauge\ng{{a=\"1\"}} {n}\n# TYPE c counter\nc_total {}\n# TYPE h histogram\nh_bucket{{le=\"1\"}} {n}\nh_bucket{{le=\"+Inf\"}} {}\nh_sum {n}\nh_count {}\n# TYPE s summary\ns{{quantile=\"0.5\"}} {n}\ns_count {n}\n",
+                n * 10,
+                n * 2,
+                n * 2
+            )
+        };
+        let bodies: Vec<String> = (1..=3).map(body).collect();
+        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        let streamed = scrapes(&refs, &rules());
+        let mut state = State::default();
+        let mut whole = Converted::default();
+        for b in &bodies {
+            whole = convert(&parse(b, Format::Text), &rules(), &mut state, at());
+        }
+        assert_eq!(streamed, whole);
+        assert_eq!(streamed.metrics.len(), 7, "{:?}", values(&streamed));
     }
 
     fn values(c: &Converted) -> Vec<(String, Value)> {
@@ -531,10 +597,7 @@ mod tests {
         // New per bucket: (0,0.1] 2, (0.1,0.5] 3, (0.5,1] 0 (empty, left out), +Inf 1.
         assert_eq!(
             dist.value,
-            Value::Distribution {
-                values: vec![0.05, 0.3, 1.0],
-                counts: vec![2.0, 3.0, 1.0]
-            }
+            Value::distribution(vec![0.05, 0.3, 1.0], vec![2.0, 3.0, 1.0])
         );
         assert_eq!(dist.unit, Unit::Seconds);
         assert!(!dist.dimensions.contains_key("le"));
@@ -563,10 +626,7 @@ mod tests {
         let dist = c.metrics.iter().find(|m| m.name == "lat_seconds").unwrap();
         assert_eq!(
             dist.value,
-            Value::Distribution {
-                values: vec![0.05, 1.0],
-                counts: vec![1.0, 1.0]
-            }
+            Value::distribution(vec![0.05, 1.0], vec![1.0, 1.0])
         );
     }
 
@@ -600,7 +660,7 @@ mod tests {
             .metrics
             .iter()
             .filter(|m| m.name == "rpc_seconds")
-            .map(|m| (m.dimensions["quantile"].clone(), m.value.clone()))
+            .map(|m| (m.dimensions["quantile"].to_string(), m.value.clone()))
             .collect();
         assert_eq!(
             q,
@@ -645,7 +705,7 @@ mod tests {
         let c = scrapes(&[&body], &r);
         let dims = &c.metrics[0].dimensions;
         assert_eq!(dims.len(), 30);
-        assert_eq!(dims["Region"], "eu-west-1");
+        assert_eq!(&dims["Region"], "eu-west-1");
         assert!(!dims.contains_key("instance") && !dims.contains_key("empty"));
         // By name: "l00".."l28" fill the 29 places after Region; "long" and "odd" sort after.
         assert!(dims.contains_key("l28") && !dims.contains_key("l29"));
@@ -657,7 +717,7 @@ mod tests {
             &rules(),
         );
         let dims = &c.metrics[0].dimensions;
-        assert_eq!(dims["odd"], "caf??");
+        assert_eq!(&dims["odd"], "caf??");
         assert_eq!(dims["long"].len(), 1024);
     }
 
@@ -701,11 +761,7 @@ mod tests {
         // The same three keep publishing; no other is let in later.
         let c = convert(&parse(&body, Format::Text), &r, &mut state, at());
         assert_eq!((c.metrics.len(), c.over_cap), (3, 7));
-        let names: Vec<&str> = c
-            .metrics
-            .iter()
-            .map(|m| m.dimensions["i"].as_str())
-            .collect();
+        let names: Vec<&str> = c.metrics.iter().map(|m| &m.dimensions["i"]).collect();
         assert_eq!(names, ["0", "1", "2"]);
     }
 }

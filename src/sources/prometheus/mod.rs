@@ -19,7 +19,8 @@ use tracing::{debug, warn};
 use crate::metric::{Dimensions, Metric, Unit, Value};
 use crate::sources::{Collected, TargetStatus};
 use config::{PrometheusConfig, ScrapeTarget};
-use convert::{Rules, State};
+use convert::{Conversion, Rules, State};
+use parse::Line;
 use scrape::Scraper;
 
 /// 1 when the target answered 200 with a body this cycle, else 0.
@@ -86,12 +87,23 @@ impl PrometheusSource {
             let dims = target_dimensions(url, region);
             let (up, latency) = match result {
                 Ok(fetched) => {
-                    let scrape = parse::parse(&fetched.body, fetched.format);
-                    if let Some((line, why)) = &scrape.first_error {
-                        warn!(target = %url, malformed = scrape.malformed, line, error = %why, "lines of a scrape were skipped as malformed; the rest is published");
+                    let mut conversion =
+                        Conversion::start(&target.rules, &mut target.state, timestamp);
+                    let skipped = parse::parse_each(&fetched.body, fetched.format, |line| {
+                        if let Line::Sample {
+                            family,
+                            kind,
+                            sample,
+                        } = line
+                        {
+                            conversion.sample(family, kind, &sample);
+                        }
+                    });
+                    let converted = conversion.finish();
+                    drop(fetched.body);
+                    if let Some((line, why)) = &skipped.first_error {
+                        warn!(target = %url, malformed = skipped.malformed, line, error = %why, "lines of a scrape were skipped as malformed; the rest is published");
                     }
-                    let converted =
-                        convert::convert(&scrape, &target.rules, &mut target.state, timestamp);
                     if converted.non_finite > 0 {
                         debug!(target = %url, dropped = converted.non_finite, "NaN or infinite samples dropped");
                     }

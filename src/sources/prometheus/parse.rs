@@ -109,36 +109,113 @@ pub struct Scrape<'a> {
     pub first_error: Option<(usize, String)>,
 }
 
-/// Parses a whole body; never fails, counts what it skips.
+/// What [`parse_each`] hands over, a line at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line<'a> {
+    /// A `# TYPE`, `# HELP` or `# UNIT` line: the family's type so far, and the help or
+    /// unit it gave.
+    Meta {
+        family: &'a str,
+        kind: Kind,
+        help: Option<String>,
+        unit: Option<String>,
+    },
+    /// A sample, with the family it belongs to and that family's type (final by now: a
+    /// `# TYPE` after a family's samples is refused).
+    Sample {
+        family: &'a str,
+        kind: Kind,
+        sample: Sample<'a>,
+    },
+}
+
+/// The lines of a body that were skipped.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Skipped {
+    /// Lines skipped as malformed.
+    pub malformed: usize,
+    /// The first skipped line's number (from 1) and why, for the log.
+    pub first_error: Option<(usize, String)>,
+}
+
+/// Parses a whole body into its families; never fails, counts what it skips. A family
+/// whose lines are written in two groups is one family here, its samples in order.
 pub fn parse(text: &str, format: Format) -> Scrape<'_> {
+    let mut families: Vec<Family> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let skipped = parse_each(text, format, |line| {
+        let (name, kind) = match &line {
+            Line::Meta { family, kind, .. } | Line::Sample { family, kind, .. } => (*family, *kind),
+        };
+        let i = *index.entry(name).or_insert_with(|| {
+            families.push(Family {
+                name,
+                kind,
+                help: None,
+                unit: None,
+                samples: Vec::new(),
+            });
+            families.len() - 1
+        });
+        let f = &mut families[i];
+        match line {
+            Line::Meta {
+                kind, help, unit, ..
+            } => {
+                f.kind = kind;
+                f.help = help.or(f.help.take());
+                f.unit = unit.or(f.unit.take());
+            }
+            Line::Sample { sample, .. } => f.samples.push(sample),
+        }
+    });
+    Scrape {
+        families,
+        malformed: skipped.malformed,
+        first_error: skipped.first_error,
+    }
+}
+
+/// Parses a body and hands over each line as it is read, so that nothing of the body's
+/// size is held: a 100k-series body's samples took 58 MB at once, and real exporters put
+/// most of their series in a few families.
+pub fn parse_each<'a>(text: &'a str, format: Format, each: impl FnMut(Line<'a>)) -> Skipped {
     let mut parser = Parser {
         format,
-        scrape: Scrape::default(),
-        by_name: HashMap::new(),
+        each,
+        known: HashMap::new(),
         eof: false,
     };
+    let mut skipped = Skipped::default();
     for (i, line) in text.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if let Err(why) = parser.line(line) {
-            parser.scrape.malformed += 1;
-            if parser.scrape.first_error.is_none() {
-                parser.scrape.first_error = Some((i + 1, why.to_string()));
+            skipped.malformed += 1;
+            if skipped.first_error.is_none() {
+                skipped.first_error = Some((i + 1, why.to_string()));
             }
         }
     }
-    parser.scrape
+    skipped
 }
 
-struct Parser<'a> {
+struct Parser<'a, F> {
     format: Format,
-    scrape: Scrape<'a>,
-    /// Family name to its index in `scrape.families`.
-    by_name: HashMap<&'a str, usize>,
+    /// Takes each line once it is parsed.
+    each: F,
+    /// Every family named so far, by name: its type, and whether it has had samples.
+    known: HashMap<&'a str, Known>,
     /// OpenMetrics' `# EOF` was seen: nothing may follow it.
     eof: bool,
 }
 
-impl<'a> Parser<'a> {
+#[derive(Clone, Copy)]
+struct Known {
+    kind: Kind,
+    sampled: bool,
+}
+
+impl<'a, F: FnMut(Line<'a>)> Parser<'a, F> {
     fn line(&mut self, line: &'a str) -> Result<(), &'static str> {
         let trimmed = line.trim_matches(|c| c == ' ' || c == '\t');
         if trimmed.is_empty() {
@@ -152,7 +229,14 @@ impl<'a> Parser<'a> {
         }
         let sample = self.sample(trimmed)?;
         let family = self.family_of(sample.name);
-        self.scrape.families[family].samples.push(sample);
+        let known = self.known.get_mut(family).expect("family_of declares it");
+        known.sampled = true;
+        let kind = known.kind;
+        (self.each)(Line::Sample {
+            family,
+            kind,
+            sample,
+        });
         Ok(())
     }
 
@@ -172,76 +256,68 @@ impl<'a> Parser<'a> {
             return Err("a # HELP, # TYPE or # UNIT line without a valid metric name");
         }
         let text = rest.trim_start_matches([' ', '\t']);
-        match keyword {
+        let (mut help, mut unit) = (None, None);
+        let kind = match keyword {
             "TYPE" => {
                 let kind = Kind::parse(text.trim_end()).ok_or("an unknown metric type")?;
-                match self.by_name.get(name) {
-                    Some(&i) if !self.scrape.families[i].samples.is_empty() => {
-                        Err("# TYPE after the family's samples")
-                    }
-                    Some(&i) => {
-                        self.scrape.families[i].kind = kind;
-                        Ok(())
-                    }
-                    None => {
-                        self.new_family(name, kind);
-                        Ok(())
-                    }
+                let known = self.known.entry(name).or_insert(Known {
+                    kind,
+                    sampled: false,
+                });
+                if known.sampled {
+                    return Err("# TYPE after the family's samples");
                 }
+                known.kind = kind;
+                kind
             }
             "HELP" => {
-                let help = unescape_help(text);
-                let i = self.declared(name);
-                self.scrape.families[i].help = Some(help);
-                Ok(())
+                help = Some(unescape_help(text));
+                self.declared(name)
             }
             _ => {
-                let i = self.declared(name);
-                self.scrape.families[i].unit = Some(text.trim_end().to_string());
-                Ok(())
+                unit = Some(text.trim_end().to_string());
+                self.declared(name)
             }
-        }
-    }
-
-    /// The family a metadata line names, made untyped when it is the first mention.
-    fn declared(&mut self, name: &'a str) -> usize {
-        match self.by_name.get(name) {
-            Some(&i) => i,
-            None => self.new_family(name, Kind::Untyped),
-        }
-    }
-
-    fn new_family(&mut self, name: &'a str, kind: Kind) -> usize {
-        self.scrape.families.push(Family {
-            name,
+        };
+        (self.each)(Line::Meta {
+            family: name,
             kind,
-            help: None,
-            unit: None,
-            samples: Vec::new(),
+            help,
+            unit,
         });
-        let i = self.scrape.families.len() - 1;
-        self.by_name.insert(name, i);
-        i
+        Ok(())
+    }
+
+    /// A family's type, made untyped when this is its first mention.
+    fn declared(&mut self, name: &'a str) -> Kind {
+        self.known
+            .entry(name)
+            .or_insert(Known {
+                kind: Kind::Untyped,
+                sampled: false,
+            })
+            .kind
     }
 
     /// The family a sample belongs to: the declared family it names, with or without one of
     /// that family's suffixes; else an untyped family of its own name.
-    fn family_of(&mut self, sample: &'a str) -> usize {
-        if let Some(&i) = self.by_name.get(sample) {
-            return i;
+    fn family_of(&mut self, sample: &'a str) -> &'a str {
+        if self.known.contains_key(sample) {
+            return sample;
         }
         // A lookup per known suffix, not a scan of every family: a body may hold 100k series.
         for suffix in ALL_SUFFIXES {
             let Some(base) = sample.strip_suffix(suffix) else {
                 continue;
             };
-            if let Some(&i) = self.by_name.get(base)
-                && self.scrape.families[i].kind.suffixes().contains(&suffix)
+            if let Some((&name, known)) = self.known.get_key_value(base)
+                && known.kind.suffixes().contains(&suffix)
             {
-                return i;
+                return name;
             }
         }
-        self.new_family(sample, Kind::Untyped)
+        self.declared(sample);
+        sample
     }
 
     /// `name{label="value",...} value [timestamp] [# exemplar]`.
@@ -512,6 +588,54 @@ rpc_duration_seconds_count 2693
             (f64::INFINITY, Some(-3982045))
         );
         assert_eq!(s.families[4].samples[2].label("le"), Some("+Inf"));
+    }
+
+    #[test]
+    fn lines_are_handed_over_as_read_with_their_familys_type() {
+        let body = "# TYPE a counter\na_total 1\n# HELP b gauge b\nb 3\nbad line\n# TYPE a counter\na_created 5\n";
+        let mut seen: Vec<String> = Vec::new();
+        let skipped = parse_each(body, Format::Text, |line| {
+            seen.push(match line {
+                Line::Meta {
+                    family, kind, help, ..
+                } => format!("meta {family} {kind:?} {help:?}"),
+                Line::Sample {
+                    family,
+                    kind,
+                    sample,
+                } => format!("{} of {family} {kind:?} = {}", sample.name, sample.value),
+            })
+        });
+        assert_eq!(
+            seen,
+            [
+                "meta a Counter None",
+                "a_total of a Counter = 1",
+                "meta b Untyped Some(\"gauge b\")",
+                "b of b Untyped = 3",
+                "a_created of a Counter = 5",
+            ],
+            "a TYPE after a's samples is refused and changes nothing"
+        );
+        assert_eq!(
+            (skipped.malformed, skipped.first_error.map(|e| e.0)),
+            (2, Some(5))
+        );
+    }
+
+    #[test]
+    fn a_family_written_in_two_groups_is_parsed_as_one() {
+        let body = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nother 5\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n";
+        let whole = text(body);
+        let names: Vec<(&str, Kind, usize)> = whole
+            .families
+            .iter()
+            .map(|f| (f.name, f.kind, f.samples.len()))
+            .collect();
+        assert_eq!(
+            names,
+            [("h", Kind::Histogram, 3), ("other", Kind::Untyped, 1)]
+        );
     }
 
     #[test]
