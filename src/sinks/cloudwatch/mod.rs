@@ -28,8 +28,9 @@ use tracing::{error, info, warn};
 use crate::buffer::Buffer;
 use crate::metric::Metric;
 
-/// Datums read from the buffer at a time: ten full requests.
-const CHUNK_DATUMS: usize = 10 * batch::MAX_DATUMS;
+/// Datums read from the buffer at a time: one record, two full requests. A chunk is held
+/// decoded while it is sent, so a small one keeps an outage's memory to the records.
+const CHUNK_DATUMS: usize = crate::buffer::RECORD_MAX_DATUMS;
 /// Datums this close to the 14-day limit would likely expire on the way; they are dropped.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
