@@ -2,7 +2,6 @@
 //! source, the sink and the health listener together, and hands them to the scheduler; or
 //! answers the `healthcheck` command. `main.rs` only parses the command line.
 
-use aws_config::BehaviorVersion;
 use tracing::{error, info, warn};
 
 use crate::agent::Agent;
@@ -14,7 +13,7 @@ use crate::logging;
 use crate::scheduler::{self, SchedulerError};
 use crate::shutdown::Shutdown;
 use crate::sinks::Sink;
-use crate::sinks::cloudwatch::sdk::CloudWatchSink;
+use crate::sinks::cloudwatch::sdk::{self, CloudWatchSink};
 use crate::sinks::dry_run::DryRunSink;
 
 /// What the command line chose.
@@ -111,8 +110,8 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
     let sink = if mode.dry_run {
         Sink::DryRun(DryRunSink::stdout())
     } else {
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(https_client())
+        let threshold = std::env::var("AWS_REQUEST_MIN_COMPRESSION_SIZE_BYTES").ok();
+        let sdk = sdk::loader(https_client(), threshold.as_deref())
             .load()
             .await;
         let Some(region) = sdk.region() else {
