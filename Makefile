@@ -13,7 +13,7 @@ STATIC := target/$(HOST)/release/cloudwatch-publisher
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure measure-buffer bench props-long venv image-tag clean
+.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure measure-buffer bench bench-compare props-long venv image-tag clean
 
 all: build
 
@@ -79,6 +79,19 @@ bench: venv static
 	$(CARGO) bench --locked --bench pipeline -- --noplot > target/criterion.txt
 	cat target/criterion.txt
 	$(PY) tests/bench/bench.py
+
+# What a change bought: the static binary at BASE (a git revision) against the work tree's,
+# measured alternately in one run (tests/bench/compare.py).
+BASE ?= HEAD
+bench-compare: venv
+	rm -rf target/base-src && git worktree prune && git worktree add --detach target/base-src $(BASE)
+	cd target/base-src && CARGO_TARGET_DIR=$(CURDIR)/target \
+	  CARGO_TARGET_$(HOST_ENV)_RUSTFLAGS="-C target-feature=+crt-static" \
+	  $(CARGO) build --locked --release --target $(HOST)
+	git worktree remove --force target/base-src
+	cp $(STATIC) target/baseline-bin && rm -f $(STATIC)
+	$(MAKE) static
+	$(PY) tests/bench/compare.py target/baseline-bin $(STATIC)
 
 # What the disk buffer costs per cycle and per datum (docs/reliability.md).
 measure-buffer: venv static

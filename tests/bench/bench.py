@@ -60,10 +60,10 @@ def child_usage(args, env, capture=False):
     return ru.ru_utime + ru.ru_stime, ru.ru_maxrss, time.monotonic() - started, out
 
 
-def scheduled(env, cycles, settle=3, timeout_per_cycle=5, proxy=None):
+def scheduled(env, cycles, settle=3, timeout_per_cycle=5, proxy=None, binary=None):
     """Runs the agent on its schedule: per-cycle CPU, mean wall ms, peak and steady RSS KiB,
     calls and request bytes per cycle (from the proxy, if given)."""
-    agent = Agent(env, binary=BINARY).start()
+    agent = Agent(env, binary=binary or BINARY).start()
     try:
         agent.wait_cycles(settle, timeout=60 + settle * timeout_per_cycle)
         cpu0, n0 = on_cpu(agent.proc.pid), len(agent.cycles())
