@@ -61,6 +61,13 @@ impl Dimensions {
         old
     }
 
+    /// From pairs already sorted by name, each name once: one packing, where building by
+    /// [`Dimensions::insert`] packs again at every pair.
+    pub fn from_sorted(pairs: &[(&str, &str)]) -> Self {
+        debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0), "sorted, unique");
+        Dimensions::pack(pairs.iter().copied())
+    }
+
     /// Pairs already sorted by name and unique, packed.
     fn pack<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Self {
         let mut text = String::with_capacity(pairs.clone().map(|(k, v)| k.len() + v.len()).sum());

@@ -10,10 +10,10 @@ use super::{MetricSink, PutError};
 use crate::metric::{Metric, Value};
 
 /// Request bodies smaller than this go out uncompressed, unless
-/// AWS_REQUEST_MIN_COMPRESSION_SIZE_BYTES says otherwise. The SDK's own threshold, 10 KiB,
-/// is where a plugin-fleet cycle's body sits: gzip took a fifth of such a cycle's
-/// instructions to save about 8 KB a minute. Backlogs and large scrapes (bodies near 1 MB)
-/// are still compressed.
+/// AWS_REQUEST_MIN_COMPRESSION_SIZE_BYTES says otherwise. Under the SDK's own threshold,
+/// 10 KiB, a plugin-fleet cycle's 21 KB body was gzipped to 1.5 KB, and the compressor's
+/// state raised the agent's peak RSS by about 320 KiB (3.9%, against the 8 MB target) to
+/// save 19 KB a minute. Backlogs and large scrapes (bodies near 1 MB) are still compressed.
 pub const MIN_COMPRESSED_BODY: u32 = 64 * 1024;
 
 /// The SDK's configuration for the agent: its HTTPS client, and bodies compressed from
@@ -233,7 +233,10 @@ mod tests {
         let fleet = data(0..120);
         let (size, encoding) = wire(&fleet, true).await;
         assert_eq!(encoding, None);
-        assert!(size > 10 * 1024, "as large as a fleet cycle's body: {size}");
+        assert!(
+            size > 10 * 1024,
+            "over the SDK's own threshold, as a fleet cycle's body is: {size}"
+        );
         assert!(size < MIN_COMPRESSED_BODY as usize);
         let batch = data(0..1000);
         let (plain, _) = wire(&batch, false).await;

@@ -367,28 +367,36 @@ fn merge_to_limit(values: &mut Vec<f64>, counts: &mut Vec<f64>) {
 
 /// The dimensions of a series: the target's region, then labels by name, by the rules.
 fn dimensions(rules: &Rules, labels: &[(&str, Cow<str>)]) -> Dimensions {
-    let mut out = Dimensions::new();
+    let mut chosen: Vec<(&str, Cow<str>)> = Vec::with_capacity(labels.len() + 1);
     if let Some(region) = &rules.region {
-        out.insert("Region".to_string(), region.clone());
+        chosen.push(("Region", Cow::Borrowed(region)));
     }
+    // The parser has refused a label given twice, so names are unique here.
     let mut labels: Vec<&(&str, Cow<str>)> = labels
         .iter()
-        .filter(|(k, v)| !v.is_empty() && !rules.drop_labels.contains(*k))
+        .filter(|(k, v)| {
+            let region = rules.region.is_some() && *k == "Region";
+            !(v.is_empty() || region || rules.drop_labels.contains(*k))
+        })
         .collect();
     labels.sort();
     for (k, v) in labels {
-        if out.len() >= MAX_DIMENSIONS {
+        if chosen.len() >= MAX_DIMENSIONS {
             break;
         }
-        if !out.contains_key(k) {
-            out.insert(k.to_string(), dimension_value(v));
-        }
+        chosen.push((k, dimension_value(v)));
     }
-    out
+    chosen.sort_by(|a, b| a.0.cmp(b.0));
+    let pairs: Vec<(&str, &str)> = chosen.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    Dimensions::from_sorted(&pairs)
 }
 
-/// Printable ASCII only (anything else becomes `?`), cut to what CloudWatch takes.
-fn dimension_value(v: &str) -> String {
+/// Printable ASCII only (anything else becomes `?`), cut to what CloudWatch takes; borrowed
+/// when it is already so, as nearly every label value is.
+fn dimension_value(v: &str) -> Cow<'_, str> {
+    if v.len() <= MAX_DIMENSION_VALUE && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Cow::Borrowed(v);
+    }
     v.chars()
         .take(MAX_DIMENSION_VALUE)
         .map(|c| {
