@@ -118,14 +118,15 @@ pub fn convert(
 }
 
 /// One scrape's conversion, fed a sample at a time as the parser reads them
-/// ([`super::parse::parse_each`]). Only a histogram family's buckets are held, until the
-/// family ends, since a series' distribution needs all of its buckets.
+/// ([`super::parse::parse_each`]). Only histogram buckets are held, until the scrape ends:
+/// a series' distribution needs all of its buckets, and an exporter may split a family's
+/// lines (a 100k-series scrape's 20k histograms hold about 5 MB).
 pub struct Conversion<'a, 'b> {
     out: Output<'a>,
-    /// The family of the latest sample, its type, and whether the rules choose it.
-    family: Option<(&'b str, Kind, bool)>,
-    /// The current histogram family's buckets, by series (its labels without `le`).
-    buckets: BTreeMap<Labels<'b>, Vec<(f64, f64)>>,
+    /// The family of the latest sample, and whether the rules choose it.
+    family: Option<(&'b str, bool)>,
+    /// Histogram buckets by family and series (the labels without `le`).
+    buckets: BTreeMap<(&'b str, Labels<'b>), Vec<(f64, f64)>>,
 }
 
 impl<'a, 'b> Conversion<'a, 'b> {
@@ -145,11 +146,10 @@ impl<'a, 'b> Conversion<'a, 'b> {
 
     /// One sample of `family`, a family of type `kind`.
     pub fn sample(&mut self, family: &'b str, kind: Kind, s: &Sample<'b>) {
-        if self.family.map(|(name, ..)| name) != Some(family) {
-            self.end_family();
-            self.family = Some((family, kind, chosen(family, self.out.rules)));
+        if self.family.map(|(name, _)| name) != Some(family) {
+            self.family = Some((family, chosen(family, self.out.rules)));
         }
-        if !self.family.is_some_and(|(.., chosen)| chosen) {
+        if !self.family.is_some_and(|(_, chosen)| chosen) {
             return;
         }
         let out = &mut self.out;
@@ -174,7 +174,10 @@ impl<'a, 'b> Conversion<'a, 'b> {
                     .filter(|(k, _)| *k != "le")
                     .cloned()
                     .collect();
-                self.buckets.entry(labels).or_default().push((le, s.value));
+                self.buckets
+                    .entry((family, labels))
+                    .or_default()
+                    .push((le, s.value));
             }
             Kind::Histogram | Kind::GaugeHistogram if !s.name.ends_with("_created") => {
                 out.counter(s.name, s)
@@ -183,19 +186,12 @@ impl<'a, 'b> Conversion<'a, 'b> {
         }
     }
 
-    /// A histogram family's distributions, one per series, once all its buckets are in.
-    fn end_family(&mut self) {
-        let Some((name, ..)) = self.family else {
-            return;
-        };
-        for (labels, buckets) in std::mem::take(&mut self.buckets) {
+    /// The scrape's metrics, each histogram series' distribution last; series missing for
+    /// [`FORGET_AFTER`] scrapes are forgotten.
+    pub fn finish(mut self) -> Converted {
+        for ((name, labels), buckets) in std::mem::take(&mut self.buckets) {
             self.out.distribution(name, &labels, buckets);
         }
-    }
-
-    /// The scrape's metrics; series missing for [`FORGET_AFTER`] scrapes are forgotten.
-    pub fn finish(mut self) -> Converted {
-        self.end_family();
         let Output {
             converted, state, ..
         } = self.out;
@@ -494,6 +490,29 @@ mod tests {
             last = conversion.finish();
         }
         last
+    }
+
+    #[test]
+    fn a_histogram_whose_lines_are_split_by_another_family_is_converted_whole() {
+        let body = |n: f64| {
+            format!(
+                "# TYPE h histogram\nh_bucket{{le=\"1\"}} {}\nother 1\nh_bucket{{le=\"+Inf\"}} {}\n",
+                n,
+                2.0 * n
+            )
+        };
+        let c = scrapes(&[&body(1.0), &body(3.0)], &rules());
+        let h: Vec<&Value> = c
+            .metrics
+            .iter()
+            .filter(|m| m.name == "h")
+            .map(|m| &m.value)
+            .collect();
+        assert_eq!(
+            h,
+            [&Value::distribution(vec![0.5, 1.0], vec![2.0, 2.0])],
+            "one distribution of both buckets' increases"
+        );
     }
 
     #[test]
