@@ -235,6 +235,8 @@ def write(fig):
     f, once, sc, ls, down = fig["fleet"], fig["once"], fig["scale"], fig["scale_localstack"], fig["down"]
     classic, boto, spy = fig["classic"], fig["boto3"], fig["scrape_py"]
     mib = lambda kib: kib / 1024  # noqa: E731
+    # Targets in MB are judged in decimal megabytes, the stricter reading.
+    mb = lambda kib: kib * 1024 / 1e6  # noqa: E731
     cpu_exp = slope([(n, sc[n]["cpu"]) for n in sc])
     rss_exp = slope([(n, sc[n]["peak_kib"]) for n in sc])
     calls_exp = slope([(n, sc[n]["calls"]) for n in sc])
@@ -252,10 +254,10 @@ def write(fig):
         f"| CPU per fleet cycle, scheduled, at least 3000x below the aws CLI way (about 2 ms) | "
         f"{f['cpu'] * 1000:.2f} ms against {classic['cpu'] * 1000:.0f} ms: {classic['cpu'] / f['cpu']:.0f}x | "
         f"{verdict(classic['cpu'] / f['cpu'] >= 3000)} |",
-        f"| peak RSS under 8 MB, scheduled, 12-port fleet, health listener on | {mib(f['peak_kib']):.1f} MiB "
-        f"(steady {mib(f['steady_kib']):.1f} MiB) | {verdict(f['peak_kib'] < 8 * 1024)} |",
-        f"| peak RSS under 64 MB at 100k series | {mib(sc[100_000]['peak_kib']):.1f} MiB | "
-        f"{verdict(sc[100_000]['peak_kib'] < 64 * 1024)} |",
+        f"| peak RSS under 8 MB, scheduled, 12-port fleet, health listener on | {mb(f['peak_kib']):.2f} MB, "
+        f"{mib(f['peak_kib']):.2f} MiB (steady {mib(f['steady_kib']):.1f} MiB) | {verdict(mb(f['peak_kib']) < 8)} |",
+        f"| peak RSS under 64 MB at 100k series | {mb(sc[100_000]['peak_kib']):.1f} MB, "
+        f"{mib(sc[100_000]['peak_kib']):.1f} MiB | {verdict(mb(sc[100_000]['peak_kib']) < 64)} |",
         f"| PutMetricData calls per cycle at the floor at every N | "
         + ", ".join(f"{n // 1000}k: {sc[n]['calls']:.1f} for {sc[n]['datums']:.0f} datums (floor {floor(sc[n]['datums'])})"
                     for n in sc)
