@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 use std::time::SystemTime;
 
-use super::parse::{Kind, Labels, Sample, Scrape};
+use super::parse::{Format, Kind, Labels, Line, Sample, Scrape, Skipped, parse_each};
 use crate::metric::{Dimensions, Metric, Unit, Value};
 
 /// Scrapes a series may be missing before its baseline is forgotten.
@@ -115,6 +115,29 @@ pub fn convert(
         }
     }
     conversion.finish()
+}
+
+/// Parses `body` and converts it as it is read, as the source does with each scrape: the
+/// metrics, and the lines skipped as malformed.
+pub fn convert_body(
+    body: &str,
+    format: Format,
+    rules: &Rules,
+    state: &mut State,
+    timestamp: SystemTime,
+) -> (Converted, Skipped) {
+    let mut conversion = Conversion::start(rules, state, timestamp);
+    let skipped = parse_each(body, format, |line| {
+        if let Line::Sample {
+            family,
+            kind,
+            sample,
+        } = line
+        {
+            conversion.sample(family, kind, &sample);
+        }
+    });
+    (conversion.finish(), skipped)
 }
 
 /// One scrape's conversion, fed a sample at a time as the parser reads them
@@ -456,7 +479,7 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse::{Format, Line, parse, parse_each};
+    use super::super::parse::parse;
     use super::*;
 
     fn rules() -> Rules {
@@ -476,18 +499,7 @@ mod tests {
         let mut state = State::default();
         let mut last = Converted::default();
         for body in bodies {
-            let mut conversion = Conversion::start(rules, &mut state, at());
-            parse_each(body, Format::Text, |line| {
-                if let Line::Sample {
-                    family,
-                    kind,
-                    sample,
-                } = line
-                {
-                    conversion.sample(family, kind, &sample);
-                }
-            });
-            last = conversion.finish();
+            last = convert_body(body, Format::Text, rules, &mut state, at()).0;
         }
         last
     }

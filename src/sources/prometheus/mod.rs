@@ -19,8 +19,7 @@ use tracing::{debug, warn};
 use crate::metric::{Dimensions, Metric, Unit, Value};
 use crate::sources::{Collected, TargetStatus};
 use config::{PrometheusConfig, ScrapeTarget};
-use convert::{Conversion, Rules, State};
-use parse::Line;
+use convert::{Rules, State};
 use scrape::Scraper;
 
 /// 1 when the target answered 200 with a body this cycle, else 0.
@@ -87,19 +86,13 @@ impl PrometheusSource {
             let dims = target_dimensions(url, region);
             let (up, latency) = match result {
                 Ok(fetched) => {
-                    let mut conversion =
-                        Conversion::start(&target.rules, &mut target.state, timestamp);
-                    let skipped = parse::parse_each(&fetched.body, fetched.format, |line| {
-                        if let Line::Sample {
-                            family,
-                            kind,
-                            sample,
-                        } = line
-                        {
-                            conversion.sample(family, kind, &sample);
-                        }
-                    });
-                    let converted = conversion.finish();
+                    let (converted, skipped) = convert::convert_body(
+                        &fetched.body,
+                        fetched.format,
+                        &target.rules,
+                        &mut target.state,
+                        timestamp,
+                    );
                     drop(fetched.body);
                     if let Some((line, why)) = &skipped.first_error {
                         warn!(target = %url, malformed = skipped.malformed, line, error = %why, "lines of a scrape were skipped as malformed; the rest is published");
