@@ -114,7 +114,8 @@ def test_an_outage_of_every_kind_loses_nothing(localstack, reader, fleet, namesp
                 wait_for(lambda: agent.metric("datums_queued") > 0, 10, "a failed cycle")
                 waiting = {m: agent.metric(m) for m in ("datums_queued", "buffer_bytes", "buffer_oldest_age_seconds")}
                 assert waiting["datums_queued"] > 0 and waiting["buffer_bytes"] > 30 * waiting["datums_queued"], waiting
-                assert waiting["buffer_oldest_age_seconds"] >= 1, waiting
+                # Read as soon as a cycle has failed: its datums may be under a second old.
+                assert waiting["buffer_oldest_age_seconds"] > 0, waiting
                 assert agent.metric("buffer_disk_writable") == (1 if buffer == "disk" else None)
             if mode == "blackhole":
                 blackhole_end = datetime.datetime.now(datetime.timezone.utc)
