@@ -63,9 +63,15 @@ impl Dimensions {
 
     /// From pairs already sorted by name, each name once: one packing, where building by
     /// [`Dimensions::insert`] packs again at every pair.
-    pub fn from_sorted(pairs: &[(&str, &str)]) -> Self {
-        debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0), "sorted, unique");
-        Dimensions::pack(pairs.iter().copied())
+    pub fn from_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Self {
+        debug_assert!(
+            pairs
+                .clone()
+                .zip(pairs.clone().skip(1))
+                .all(|(a, b)| a.0 < b.0),
+            "sorted, unique"
+        );
+        Dimensions::pack(pairs)
     }
 
     /// Pairs already sorted by name and unique, packed.

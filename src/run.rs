@@ -110,10 +110,8 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
     let sink = if mode.dry_run {
         Sink::DryRun(DryRunSink::stdout())
     } else {
-        let threshold = std::env::var("AWS_REQUEST_MIN_COMPRESSION_SIZE_BYTES").ok();
-        let sdk = sdk::loader(https_client(), threshold.as_deref())
-            .load()
-            .await;
+        let threshold_in_env = std::env::var_os("AWS_REQUEST_MIN_COMPRESSION_SIZE_BYTES").is_some();
+        let sdk = sdk::loader(https_client(), threshold_in_env).load().await;
         let Some(region) = sdk.region() else {
             error!(
                 variables = "AWS_REGION",

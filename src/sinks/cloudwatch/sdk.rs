@@ -17,15 +17,17 @@ use crate::metric::{Metric, Value};
 pub const MIN_COMPRESSED_BODY: u32 = 64 * 1024;
 
 /// The SDK's configuration for the agent: its HTTPS client, and bodies compressed from
-/// [`MIN_COMPRESSED_BODY`] when the environment sets no threshold of its own.
+/// [`MIN_COMPRESSED_BODY`] unless the environment sets a threshold of its own (which the
+/// SDK then reads itself).
 pub fn loader(
     http: aws_sdk_cloudwatch::config::SharedHttpClient,
-    env_threshold: Option<&str>,
+    threshold_in_env: bool,
 ) -> aws_config::ConfigLoader {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-    match env_threshold {
-        Some(_) => loader,
-        None => loader.request_min_compression_size_bytes(MIN_COMPRESSED_BODY),
+    if threshold_in_env {
+        loader
+    } else {
+        loader.request_min_compression_size_bytes(MIN_COMPRESSED_BODY)
     }
 }
 

@@ -406,8 +406,7 @@ fn dimensions(rules: &Rules, labels: &[(&str, Cow<str>)]) -> Dimensions {
         chosen.push((k, dimension_value(v)));
     }
     chosen.sort_by(|a, b| a.0.cmp(b.0));
-    let pairs: Vec<(&str, &str)> = chosen.iter().map(|(k, v)| (*k, v.as_ref())).collect();
-    Dimensions::from_sorted(&pairs)
+    Dimensions::from_sorted(chosen.iter().map(|(k, v)| (*k, v.as_ref())))
 }
 
 /// Printable ASCII only (anything else becomes `?`), cut to what CloudWatch takes; borrowed
