@@ -103,10 +103,7 @@ pub struct Family<'a> {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Scrape<'a> {
     pub families: Vec<Family<'a>>,
-    /// Lines skipped as malformed.
-    pub malformed: usize,
-    /// The first skipped line's number (from 1) and why, for the log.
-    pub first_error: Option<(usize, String)>,
+    pub skipped: Skipped,
 }
 
 /// What [`parse_each`] hands over, a line at a time.
@@ -169,11 +166,7 @@ pub fn parse(text: &str, format: Format) -> Scrape<'_> {
             Line::Sample { sample, .. } => f.samples.push(sample),
         }
     });
-    Scrape {
-        families,
-        malformed: skipped.malformed,
-        first_error: skipped.first_error,
-    }
+    Scrape { families, skipped }
 }
 
 /// Parses a body and hands over each line as it is read, so that nothing of the body's
@@ -496,6 +489,14 @@ mod tests {
         parse(body, Format::Text)
     }
 
+    /// Each family's name, type and number of samples.
+    fn shape<'a>(s: &Scrape<'a>) -> Vec<(&'a str, Kind, usize)> {
+        s.families
+            .iter()
+            .map(|f| (f.name, f.kind, f.samples.len()))
+            .collect()
+    }
+
     fn owned(labels: &Labels) -> Vec<(String, String)> {
         labels
             .iter()
@@ -546,12 +547,8 @@ rpc_duration_seconds_sum 1.7560473e+07
 rpc_duration_seconds_count 2693
 "#,
         );
-        assert_eq!(s.malformed, 0, "{:?}", s.first_error);
-        let names: Vec<(&str, Kind, usize)> = s
-            .families
-            .iter()
-            .map(|f| (f.name, f.kind, f.samples.len()))
-            .collect();
+        assert_eq!(s.skipped.malformed, 0, "{:?}", s.skipped.first_error);
+        let names = shape(&s);
         assert_eq!(
             names,
             [
@@ -626,14 +623,8 @@ rpc_duration_seconds_count 2693
     #[test]
     fn a_family_written_in_two_groups_is_parsed_as_one() {
         let body = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nother 5\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n";
-        let whole = text(body);
-        let names: Vec<(&str, Kind, usize)> = whole
-            .families
-            .iter()
-            .map(|f| (f.name, f.kind, f.samples.len()))
-            .collect();
         assert_eq!(
-            names,
+            shape(&text(body)),
             [("h", Kind::Histogram, 3), ("other", Kind::Untyped, 1)]
         );
     }
@@ -647,7 +638,7 @@ rpc_duration_seconds_count 2693
             values[1..],
             [f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, 0.001, -0.0]
         );
-        assert_eq!(s.malformed, 0);
+        assert_eq!(s.skipped.malformed, 0);
     }
 
     #[test]
@@ -657,14 +648,14 @@ rpc_duration_seconds_count 2693
         );
         let names: Vec<&str> = s.families.iter().map(|f| f.name).collect();
         assert_eq!(names, ["good", "also_good"]);
-        assert_eq!(s.malformed, 6);
-        assert_eq!(s.first_error.as_ref().map(|e| e.0), Some(2));
+        assert_eq!(s.skipped.malformed, 6);
+        assert_eq!(s.skipped.first_error.as_ref().map(|e| e.0), Some(2));
     }
 
     #[test]
     fn blanks_tabs_trailing_commas_and_crlf_are_tolerated() {
         let s = text("  \t\nm{a=\"1\" , b=\"2\",}\t7\r\n\n   # just a comment\n");
-        assert_eq!(s.malformed, 0, "{:?}", s.first_error);
+        assert_eq!(s.skipped.malformed, 0, "{:?}", s.skipped.first_error);
         let m = &s.families[0].samples[0];
         assert_eq!((m.labels.len(), m.value), (2, 7.0));
     }
@@ -672,7 +663,7 @@ rpc_duration_seconds_count 2693
     #[test]
     fn an_escaped_brace_or_quote_in_a_value_does_not_end_the_labels() {
         let s = text(r#"m{path="/a}b",q="say \"hi\""} 1"#);
-        assert_eq!(s.malformed, 0);
+        assert_eq!(s.skipped.malformed, 0);
         let m = &s.families[0].samples[0];
         assert_eq!(m.label("path"), Some("/a}b"));
         assert_eq!(m.label("q"), Some("say \"hi\""));
@@ -691,7 +682,7 @@ rpc_duration_seconds_count 2693
     #[test]
     fn a_type_after_its_samples_is_skipped() {
         let s = text("m 1\n# TYPE m gauge\nm 2\n");
-        assert_eq!(s.malformed, 1);
+        assert_eq!(s.skipped.malformed, 1);
         assert_eq!(s.families[0].kind, Kind::Untyped);
         assert_eq!(s.families[0].samples.len(), 2);
     }
@@ -708,7 +699,7 @@ rpc_duration_seconds_count 2693
             "# TYPE requests counter\n# UNIT requests requests\n# HELP requests Requests.\nrequests_total{path=\"/\"} 5 1700000000.5 # {trace_id=\"abc\"} 1 1700000000\nrequests_created{path=\"/\"} 1699999000\n# TYPE info_thing info\ninfo_thing_info{version=\"1\"} 1\n# EOF\n",
             Format::OpenMetrics,
         );
-        assert_eq!(s.malformed, 0, "{:?}", s.first_error);
+        assert_eq!(s.skipped.malformed, 0, "{:?}", s.skipped.first_error);
         let requests = &s.families[0];
         assert_eq!(
             (requests.kind, requests.unit.as_deref()),
@@ -723,10 +714,10 @@ rpc_duration_seconds_count 2693
     #[test]
     fn nothing_may_follow_openmetrics_eof() {
         let s = parse("a 1\n# EOF\nb 2\n", Format::OpenMetrics);
-        assert_eq!((s.families.len(), s.malformed), (1, 1));
+        assert_eq!((s.families.len(), s.skipped.malformed), (1, 1));
         // In 0.0.4 text, "# EOF" is only a comment.
         let s = text("a 1\n# EOF\nb 2\n");
-        assert_eq!((s.families.len(), s.malformed), (2, 0));
+        assert_eq!((s.families.len(), s.skipped.malformed), (2, 0));
     }
 
     #[test]
@@ -782,7 +773,11 @@ rpc_duration_seconds_count 2693
                 (name, labels.into_iter().collect(), value)
             }));
             let scrape = parse(&body, Format::Text);
-            assert_eq!(scrape.malformed, 0, "{exporter}: {:?}", scrape.first_error);
+            assert_eq!(
+                scrape.skipped.malformed, 0,
+                "{exporter}: {:?}",
+                scrape.skipped.first_error
+            );
             let ours = sample_set(
                 scrape
                     .families
@@ -854,7 +849,7 @@ rpc_duration_seconds_count 2693
                 let labels: Vec<(String, String)> = labels.into_iter().collect();
                 let body = render(&name, &labels, value);
                 let scrape = parse(&body, Format::Text);
-                prop_assert_eq!(scrape.malformed, 0, "{:?}", scrape.first_error);
+                prop_assert_eq!(scrape.skipped.malformed, 0, "{:?}", scrape.skipped.first_error);
                 let sample = &scrape.families[0].samples[0];
                 prop_assert_eq!(sample.name, name.as_str());
                 prop_assert_eq!(&super::owned(&sample.labels), &labels);
@@ -865,7 +860,7 @@ rpc_duration_seconds_count 2693
             fn arbitrary_text_never_panics_and_every_line_is_accounted_for(text in any::<String>()) {
                 let scrape = parse(&text, Format::Text);
                 let samples: usize = scrape.families.iter().map(|f| f.samples.len()).sum();
-                prop_assert!(samples + scrape.malformed <= text.split('\n').count());
+                prop_assert!(samples + scrape.skipped.malformed <= text.split('\n').count());
                 let _ = parse(&text, Format::OpenMetrics);
             }
         }
