@@ -93,6 +93,39 @@ def slope(points):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
+def outage(proxy, exporter, binary=None):
+    """Memory while CloudWatch is down: 2000 datums a cycle every second, the proxy answering
+    500, until the queue is full: RSS per queued datum, and CPU per cycle with a short and a
+    full queue."""
+    exporter.control("/scale", n=2000)
+    proxy.set("error500")
+    env = agent_env(proxy.url, "Bench/Down", PLUGIN_PORTS="none", SCRAPE_TARGETS=exporter.url,
+                    MAX_SERIES_PER_TARGET="100000", SCHEDULE="* * * * * *", SELF_METRICS="false")
+    agent = Agent(env, binary=binary or BINARY).start()
+    try:
+        agent.wait_cycles(3, timeout=30)
+        rss_empty = status_kib(agent.proc.pid, "VmRSS")
+        cpu0, n0 = on_cpu(agent.proc.pid), len(agent.cycles())
+        agent.wait_cycles(n0 + 5, timeout=60)
+        cpu_early = (on_cpu(agent.proc.pid) - cpu0) / (len(agent.cycles()) - n0)
+        deadline = time.time() + 120
+        while agent.cycles()[-1]["queued"] < 50_000 and time.time() < deadline:
+            time.sleep(0.5)
+        n1 = len(agent.cycles())
+        agent.wait_cycles(n1 + 2, timeout=30)
+        rss_full, queued = status_kib(agent.proc.pid, "VmRSS"), agent.cycles()[-1]["queued"]
+        cpu1, n2 = on_cpu(agent.proc.pid), len(agent.cycles())
+        agent.wait_cycles(n2 + 5, timeout=60)
+        cpu_full = (on_cpu(agent.proc.pid) - cpu1) / (len(agent.cycles()) - n2)
+        peak = status_kib(agent.proc.pid, "VmHWM")
+    finally:
+        agent.kill()
+        proxy.set("pass")
+    return {"rss_empty_kib": rss_empty, "rss_full_kib": rss_full, "queued": queued,
+            "bytes_per_datum": (rss_full - rss_empty) * 1024 / max(queued, 1),
+            "cpu_early": cpu_early, "cpu_full": cpu_full, "peak_kib": peak}
+
+
 def main():
     figures = {}
     ls = LocalStack().start()
@@ -153,34 +186,7 @@ def main():
             via_ls[n] = scheduled(env, 2, settle=2, timeout_per_cycle=16, proxy=proxy)
         figures["scale_localstack"] = via_ls
 
-        # Memory while CloudWatch is down: 2000 datums a cycle until the queue is full.
-        exporter.control("/scale", n=2000)
-        proxy.set("error500")
-        env = agent_env(proxy.url, "Bench/Down", PLUGIN_PORTS="none", SCRAPE_TARGETS=exporter.url,
-                        MAX_SERIES_PER_TARGET="100000", SCHEDULE="* * * * * *", SELF_METRICS="false")
-        agent = Agent(env, binary=BINARY).start()
-        try:
-            agent.wait_cycles(3, timeout=30)
-            rss_empty = status_kib(agent.proc.pid, "VmRSS")
-            cpu0, n0 = on_cpu(agent.proc.pid), len(agent.cycles())
-            agent.wait_cycles(n0 + 5, timeout=60)
-            cpu_early = (on_cpu(agent.proc.pid) - cpu0) / (len(agent.cycles()) - n0)
-            deadline = time.time() + 120
-            while agent.cycles()[-1]["queued"] < 50_000 and time.time() < deadline:
-                time.sleep(0.5)
-            n1 = len(agent.cycles())
-            agent.wait_cycles(n1 + 2, timeout=30)
-            rss_full, queued = status_kib(agent.proc.pid, "VmRSS"), agent.cycles()[-1]["queued"]
-            cpu1, n2 = on_cpu(agent.proc.pid), len(agent.cycles())
-            agent.wait_cycles(n2 + 5, timeout=60)
-            cpu_full = (on_cpu(agent.proc.pid) - cpu1) / (len(agent.cycles()) - n2)
-            peak = status_kib(agent.proc.pid, "VmHWM")
-        finally:
-            agent.kill()
-        figures["down"] = {"rss_empty_kib": rss_empty, "rss_full_kib": rss_full, "queued": queued,
-                           "bytes_per_datum": (rss_full - rss_empty) * 1024 / max(queued, 1),
-                           "cpu_early": cpu_early, "cpu_full": cpu_full, "peak_kib": peak}
-        proxy.set("pass")
+        figures["down"] = outage(proxy, exporter)
 
         # Side by side: the fleet cycle as cron would run the alternatives.
         regions = fleet.describe()

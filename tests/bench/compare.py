@@ -15,15 +15,13 @@ Prints a table of figures and candidate/baseline ratios (lower is better for eve
 """
 
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import scheduled, status_kib  # noqa: E402
-from harness import Agent, Exporter, FaultProxy, Fleet, LocalStack, agent_env, free_port, on_cpu  # noqa: E402
+from bench import outage, scheduled  # noqa: E402
+from harness import Exporter, FaultProxy, Fleet, LocalStack, agent_env, free_port  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", 2))
 CYCLES = int(os.environ.get("CYCLES", 20))
@@ -47,30 +45,9 @@ def scale(binary, proxy, exporter, n=100_000):
     return {f"{n // 1000}k series CPU per cycle (ms)": s["cpu"] * 1000, f"{n // 1000}k series peak RSS (KiB)": s["peak_kib"]}
 
 
-def outage(binary, proxy, exporter):
-    exporter.control("/scale", n=2000)
-    proxy.set("error500")
-    env = agent_env(proxy.url, "Compare/Down", PLUGIN_PORTS="none", SCRAPE_TARGETS=exporter.url,
-                    MAX_SERIES_PER_TARGET="100000", SCHEDULE="* * * * * *", SELF_METRICS="false")
-    agent = Agent(env, binary=binary).start()
-    try:
-        agent.wait_cycles(3, timeout=30)
-        empty = status_kib(agent.proc.pid, "VmRSS")
-        deadline = time.time() + 120
-        while agent.cycles()[-1]["queued"] < 50_000 and time.time() < deadline:
-            time.sleep(0.5)
-        n = len(agent.cycles())
-        agent.wait_cycles(n + 2, timeout=30)
-        full, queued = status_kib(agent.proc.pid, "VmRSS"), agent.cycles()[-1]["queued"]
-        cpu0, n0 = on_cpu(agent.proc.pid), len(agent.cycles())
-        agent.wait_cycles(n0 + 5, timeout=60)
-        cpu = (on_cpu(agent.proc.pid) - cpu0) / (len(agent.cycles()) - n0)
-        agent.signal(signal.SIGTERM)
-    finally:
-        agent.kill()
-        proxy.set("pass")
-    return {"bytes per queued datum": (full - empty) * 1024 / max(queued, 1),
-            "CPU per cycle, full queue (ms)": cpu * 1000}
+def down(binary, proxy, exporter):
+    d = outage(proxy, exporter, binary=binary)
+    return {"bytes per queued datum": d["bytes_per_datum"], "CPU per cycle, full queue (ms)": d["cpu_full"] * 1000}
 
 
 def main():
@@ -86,7 +63,7 @@ def main():
                 r = {}
                 r.update(fleet_cycle(binary, ls, fleet))
                 r.update(scale(binary, proxy, exporter))
-                r.update(outage(binary, proxy, exporter))
+                r.update(down(binary, proxy, exporter))
                 results[binary].append(r)
     finally:
         exporter.stop()
@@ -98,7 +75,7 @@ def main():
     pick = {b: {k: sorted(r[k] for r in rs)[(len(rs) - 1) // 2] for k in rows} for b, rs in results.items()}
     print(f"baseline  {base} ({base.stat().st_size:,} bytes)")
     print(f"candidate {cand} ({cand.stat().st_size:,} bytes)")
-    print(f"| figure | baseline | candidate | candidate / baseline |\n|---|---|---|---|")
+    print("| figure | baseline | candidate | candidate / baseline |\n|---|---|---|---|")
     for k in rows:
         b, c = pick[base][k], pick[cand][k]
         print(f"| {k} | {b:,.1f} | {c:,.1f} | {c / b:.2f}x |")
