@@ -133,6 +133,9 @@ impl LogFormat {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// AWS_REGION as set (None: the SDK looks further); the agent itself leaves it to the
+    /// SDK, `monitoring` names it in the dashboard.
+    pub aws_region: Option<String>,
     pub namespace: String,
     pub schedule: Schedule,
     pub plugins: PluginsConfig,
@@ -462,6 +465,7 @@ impl Config {
         lookalikes.sort();
         // Every None above pushed a problem, so all are Some here.
         Ok(Config {
+            aws_region: raw.aws_region,
             namespace,
             schedule: schedule.expect("validated"),
             plugins: plugins.expect("validated"),

@@ -7,7 +7,7 @@
 //! sizing live in `sinks::cloudwatch`). [`agent`] runs one pass of that pipeline,
 //! [`scheduler`] runs passes on the cron schedule and [`shutdown`] turns signals into a clean
 //! stop. [`run`] wires it all from the environment; the binary only parses its command line
-//! and calls it.
+//! and calls it. [`monitoring`] turns what the agent publishes into alarms and a dashboard.
 //!
 //! The modules are private: what the binary and the tests use is re-exported below, so the
 //! compiler reports anything nothing uses.
@@ -21,6 +21,7 @@ mod exit;
 mod health;
 mod logging;
 mod metric;
+mod monitoring;
 pub mod run;
 mod schedule;
 mod scheduler;
@@ -33,3 +34,4 @@ mod untrusted;
 
 pub use config::{VARIABLES, Variable};
 pub use exit::Exit;
+pub use monitoring::{Output as MonitoringOutput, Settings as MonitoringSettings};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use cloudwatch_publisher::run::{self, Mode};
-use cloudwatch_publisher::{Exit, VARIABLES};
+use cloudwatch_publisher::{Exit, MonitoringOutput, MonitoringSettings, VARIABLES};
 
 /// Publishes FinFocus cost-plugin health and projected cost to Amazon CloudWatch on a cron
 /// schedule. Configuration comes from the environment (see below).
@@ -30,6 +30,18 @@ enum Command {
     /// Ask the running agent's /healthz on HEALTH_ADDR: exit 0 when it is healthy, 1 when not
     /// (the container image's HEALTHCHECK runs this).
     Healthcheck,
+    /// Print CloudWatch alarms, a dashboard body or a CloudFormation template for what this
+    /// agent publishes, for its configured namespace and the plugin regions it finds (the
+    /// environment is read as the agent reads it; docs/operations.md)
+    #[command(
+        after_help = "Exit codes:\n  0   printed\n  1   plugins are configured but none named its region (pass --regions)\n  78  invalid configuration or flag"
+    )]
+    Monitoring {
+        #[arg(value_enum)]
+        output: MonitoringOutput,
+        #[command(flatten)]
+        settings: MonitoringSettings,
+    },
 }
 
 fn after_help() -> String {
@@ -70,8 +82,12 @@ fn main() -> ExitCode {
             return Exit::Failed.into();
         }
     };
-    if let Some(Command::Healthcheck) = cli.command {
-        return runtime.block_on(run::healthcheck()).into();
+    match cli.command {
+        Some(Command::Healthcheck) => return runtime.block_on(run::healthcheck()).into(),
+        Some(Command::Monitoring { output, settings }) => {
+            return runtime.block_on(run::monitoring(output, settings)).into();
+        }
+        None => {}
     }
     let mode = Mode {
         once: cli.once,

@@ -1,6 +1,7 @@
 //! Runs the agent as the command line asks: reads and checks the configuration, wires the
 //! source, the sink and the health listener together, and hands them to the scheduler; or
-//! answers the `healthcheck` command. `main.rs` only parses the command line.
+//! answers the `healthcheck` and `monitoring` commands. `main.rs` only parses the command
+//! line.
 
 use tracing::{error, info, warn};
 
@@ -10,6 +11,7 @@ use crate::config::{self, Config};
 use crate::exit::Exit;
 use crate::health;
 use crate::logging;
+use crate::monitoring::{self, Fleet, Knobs, Output, Render, Settings, discover};
 use crate::scheduler::{self, SchedulerError};
 use crate::shutdown::Shutdown;
 use crate::sinks::Sink;
@@ -185,4 +187,123 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
     // The last word on a stalled output, if it gets through now.
     logging::report_dropped();
     Ok(code)
+}
+
+/// Prints the alarms, the dashboard body or the CloudFormation template for the configured
+/// agent on stdout; what it found and skipped goes to stderr, so stdout can be piped.
+pub async fn monitoring(output: Output, settings: Settings) -> Exit {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Config;
+        }
+    };
+    let interval = config.schedule.interval(std::time::SystemTime::now());
+    let knobs = match Knobs::new(&settings, interval) {
+        Ok(k) => k,
+        Err(why) => {
+            eprintln!("invalid flag: {why}");
+            return Exit::Config;
+        }
+    };
+    if knobs.period < 60 {
+        eprintln!(
+            "note: --period {} is below the 60 s resolution the agent publishes at; only an emulator evaluates such alarms usefully",
+            knobs.period
+        );
+    }
+    let text = match output {
+        // SEARCH finds every region by itself; the body needs only where the agent writes.
+        Output::Dashboard => {
+            let Some(region) = config.aws_region.as_deref() else {
+                eprintln!(
+                    "invalid configuration: AWS_REGION is unset: the dashboard's widgets name the region the agent publishes to. Fix: set AWS_REGION, e.g. AWS_REGION=us-east-1"
+                );
+                return Exit::Config;
+            };
+            monitoring::dashboard::body(&config.namespace, region, knobs.period).to_string()
+        }
+        Output::Alarms | Output::Cloudformation => {
+            let regions = match plugin_regions(&config, &settings).await {
+                Ok(regions) => regions,
+                Err(exit) => return exit,
+            };
+            let fleet = Fleet::new(&config, regions);
+            if fleet.agent.is_none() {
+                eprintln!(
+                    "note: SELF_METRICS=false: no alarms on the agent itself (silence, backlog, publish failures, drops)"
+                );
+            }
+            let alarms = monitoring::alarms::alarms(&fleet, Render::Values(&knobs));
+            let (metrics, usd) = monitoring::alarms::monthly_cost(&alarms, &knobs);
+            eprintln!(
+                "{} alarms in {} (plugin regions: {}, scrape targets: {}) reading {metrics} metrics: about ${usd:.2} a month, plus $3.00 for the dashboard beyond an account's first three",
+                alarms.len(),
+                fleet.namespace,
+                fleet.regions.len(),
+                fleet.scrape_targets.len()
+            );
+            if output == Output::Alarms {
+                alarms
+                    .into_iter()
+                    .map(|a| serde_json::Value::Object(a.definition).to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else {
+                // Compact: CloudFormation takes at most 51,200 bytes of template inline.
+                let text = monitoring::template::template(&fleet, &knobs).to_string();
+                if text.len() > monitoring::template::MAX_INLINE_BYTES {
+                    eprintln!(
+                        "note: the template is {} bytes, more than the {} CloudFormation takes inline: deploy it through S3 (aws cloudformation deploy --s3-bucket)",
+                        text.len(),
+                        monitoring::template::MAX_INLINE_BYTES
+                    );
+                }
+                text
+            }
+        }
+    };
+    println!("{text}");
+    Exit::Ok
+}
+
+/// The regions `--regions` names, or else those the configured plugins report; after saying
+/// why, a bad `--regions` is a configuration error, and plugins of which none named its
+/// region a failure.
+async fn plugin_regions(config: &Config, settings: &Settings) -> Result<Vec<String>, Exit> {
+    if !settings.regions.is_empty() {
+        let bad: Vec<_> = settings
+            .regions
+            .iter()
+            .filter(|r| !config::is_region(r))
+            .collect();
+        if !bad.is_empty() {
+            eprintln!("invalid flag: --regions: {bad:?} are not region names such as us-east-1");
+            return Err(Exit::Config);
+        }
+        return Ok(settings.regions.clone());
+    }
+    let found = discover::plugin_regions(config).await;
+    let mut regions = Vec::new();
+    for f in &found {
+        match &f.region {
+            Ok(region) => {
+                eprintln!("{}: {region}", f.base_url);
+                regions.push(region.clone());
+            }
+            Err(why) => eprintln!(
+                "{}: no region ({why}); its region gets no alarm unless --regions names it",
+                f.base_url
+            ),
+        }
+    }
+    if regions.is_empty() && !found.is_empty() {
+        eprintln!(
+            "no plugin of the {} configured targets named its region. Fix: start the fleet, check PLUGIN_HOST and PLUGIN_PORTS, or pass --regions",
+            found.len()
+        );
+        return Err(Exit::Failed);
+    }
+    Ok(regions)
 }

@@ -19,6 +19,12 @@ pub const QUEUE_OLDEST_AGE: &str = "QueueOldestAge";
 pub const DATUMS_DROPPED: &str = "DatumsDropped";
 pub const CORRUPT_RECORDS: &str = "BufferCorruptRecords";
 
+/// One dimension only: each self metric is one custom metric per agent. `monitoring`
+/// builds the agent's alarms from this.
+pub fn agent_dims(agent: &str) -> Dimensions {
+    Dimensions::from([("Agent".to_string(), agent.to_string())])
+}
+
 /// The self metrics of one cycle that took `duration`, published as `report` says and left
 /// the buffer as `buffer` says; `corrupt` is how many corrupt records were found since the
 /// last cycle.
@@ -30,8 +36,7 @@ pub fn of_cycle(
     corrupt: u64,
     timestamp: SystemTime,
 ) -> Vec<Metric> {
-    // One dimension only: each self metric is one custom metric per agent.
-    let dims = Dimensions::from([("Agent".to_string(), agent.to_string())]);
+    let dims = agent_dims(agent);
     let metric = |name: &str, value: Value, unit: Unit| Metric {
         name: name.to_string(),
         dimensions: dims.clone(),

@@ -141,3 +141,22 @@ def test_kubernetes_pod_runs_both_containers_non_root_with_a_read_only_agent():
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     limit = volume["emptyDir"]["sizeLimit"]
     assert limit.endswith("Mi") and int(limit[:-2]) << 20 > 256 << 20
+
+
+def test_the_monitoring_policy_manages_the_namespaces_alarms_and_dashboard_only():
+    """Whoever creates the alarms and dashboard gets its own policy; it cannot publish data,
+    and the agent's policy (above) cannot touch alarms."""
+    namespace = default_of("CLOUDWATCH_NAMESPACE")
+    by_sid = {s["Sid"]: s for s in statements(load("monitoring-policy.json"))}
+    actions = {a for s in by_sid.values() for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+    assert not any(a.endswith("PutMetricData") or "*" in a for a in actions)
+    assert all(s["Effect"] == "Allow" and not {"NotAction", "NotResource"} & set(s) for s in by_sid.values())
+    alarms = by_sid["AlarmsOfTheAgentsNamespaceOnly"]
+    assert alarms["Resource"] == f"arn:aws:cloudwatch:*:*:alarm:{namespace}/*"
+    assert "cloudwatch:PutMetricAlarm" in alarms["Action"]
+    dashboard = by_sid["TheAgentsDashboardOnly"]
+    assert dashboard["Resource"] == "arn:aws:cloudwatch::*:dashboard/" + namespace.replace("/", "-")
+    assert "cloudwatch:PutDashboard" in dashboard["Action"]
+    assert by_sid["TheMonitoringStackOnly"]["Resource"].endswith(":stack/finfocus-monitoring/*")
+    # The only statement on every resource is one that reads nothing and writes nothing.
+    assert [s["Action"] for s in by_sid.values() if s["Resource"] == "*"] == ["cloudformation:ValidateTemplate"]

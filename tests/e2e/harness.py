@@ -176,7 +176,7 @@ class LocalStack:
         # Its own TMPDIR: two LocalStacks sharing one clear each other's CloudWatch database.
         tmp = STATE / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, GATEWAY_LISTEN=f"127.0.0.1:{self.port}", SERVICES="cloudwatch",
+        env = dict(os.environ, GATEWAY_LISTEN=f"127.0.0.1:{self.port}", SERVICES="cloudwatch,cloudformation",
                    DNS_ADDRESS="0", LOCALSTACK_VOLUME_DIR=str(STATE), CUSTOM_SSL_CERT_PATH=str(pem),
                    SKIP_SSL_CERT_DOWNLOAD="1", DISABLE_EVENTS="1", LOCALSTACK_TELEMETRY_DISABLED="1",
                    TMPDIR=str(tmp))

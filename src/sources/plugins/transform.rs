@@ -57,9 +57,7 @@ pub fn to_metrics(samples: &[Sample], timestamp: SystemTime) -> Vec<Metric> {
                 monthly_cost,
                 carbon_grams,
             } => {
-                let mut dims = region_dims(region);
-                dims.insert("ResourceType".into(), resource_type.clone());
-                dims.insert("Sku".into(), sku.clone());
+                let dims = cost_dims(region, resource_type, sku);
                 push(
                     PROJECTED_MONTHLY_COST,
                     dims.clone(),
@@ -89,8 +87,17 @@ pub fn to_metrics(samples: &[Sample], timestamp: SystemTime) -> Vec<Metric> {
     out
 }
 
-fn region_dims(region: &str) -> Dimensions {
+/// The dimensions of a region's health metrics; `monitoring` builds its alarms from this.
+pub fn region_dims(region: &str) -> Dimensions {
     Dimensions::from([("Region".to_string(), region.to_string())])
+}
+
+/// The dimensions of one basket entry's cost metrics in a region.
+pub fn cost_dims(region: &str, resource_type: &str, sku: &str) -> Dimensions {
+    let mut dims = region_dims(region);
+    dims.insert("ResourceType".into(), resource_type.to_string());
+    dims.insert("Sku".into(), sku.to_string());
+    dims
 }
 
 #[cfg(test)]

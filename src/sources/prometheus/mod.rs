@@ -142,8 +142,9 @@ impl PrometheusSource {
     }
 }
 
-/// `Target` (the URL, cut to a dimension value's length) and the target's `Region`.
-fn target_dimensions(url: &str, region: Option<&str>) -> Dimensions {
+/// `Target` (the URL, cut to a dimension value's length) and the target's `Region`;
+/// `monitoring` builds the scrape alarms from this.
+pub fn target_dimensions(url: &str, region: Option<&str>) -> Dimensions {
     let mut dims = Dimensions::from([("Target".to_string(), url.chars().take(1024).collect())]);
     if let Some(region) = region {
         dims.insert("Region".to_string(), region.to_string());

@@ -1,0 +1,197 @@
+"""Alarms and the dashboard as code (`cloudwatch-publisher monitoring`), proven in LocalStack:
+the template deploys through LocalStack's CloudFormation, its alarms follow a region going
+down and coming back and the agent stopping, the alarm lines are PutMetricAlarm inputs, the
+dashboard reads back unchanged, and the committed example template is what the documented
+command prints. Plugins that hang or report garbage while regions are found cost only
+themselves."""
+
+import json
+import subprocess
+import time
+import uuid
+
+import boto3
+import pytest
+
+from harness import ROOT, VENV_PY, Agent, Exporter, agent_binary, agent_env, wait_for
+
+EXAMPLE = ROOT / "docs" / "cloudformation" / "monitoring-example.json"
+# The command docs/operations.md gives for the example, and its environment.
+EXAMPLE_REGIONS = "us-east-1,us-west-2,eu-west-1,ap-southeast-1,ap-southeast-2,ap-northeast-1," \
+                  "ap-south-1,ca-central-1,sa-east-1,us-west-1"
+EXAMPLE_ENV = {"AWS_REGION": "us-east-1", "SCRAPE_TARGETS": "http://127.0.0.1:9090/metrics"}
+FAST = ["--period", "10", "--evaluation-periods", "1", "--silence-periods", "2"]
+
+
+def monitoring(env, output, *flags, timeout=30):
+    r = subprocess.run([str(agent_binary()), "monitoring", output, *flags], env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
+def clients(localstack):
+    kw = dict(endpoint_url=localstack.url, region_name="us-east-1", aws_access_key_id="test",
+              aws_secret_access_key="test")
+    return boto3.client("cloudformation", **kw), boto3.client("cloudwatch", **kw)
+
+
+def states(cw, namespace):
+    out = {}
+    for page in cw.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{namespace}/"):
+        out.update({a["AlarmName"]: a["StateValue"] for a in page["MetricAlarms"]})
+    return out
+
+
+def deploy(cfn, template):
+    name = f"monitoring-{uuid.uuid4().hex[:8]}"
+    cfn.create_stack(StackName=name, TemplateBody=template)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+        if not stack["StackStatus"].endswith("IN_PROGRESS"):
+            assert stack["StackStatus"] == "CREATE_COMPLETE", stack
+            return name
+        time.sleep(0.5)
+    raise TimeoutError(f"stack {name} not created")
+
+
+def lint(path):
+    r = subprocess.run([str(VENV_PY.parent / "cfn-lint"), str(path)], capture_output=True, text=True)
+    return r.returncode, r.stdout + r.stderr
+
+
+@pytest.fixture
+def exporter():
+    e = Exporter().start()
+    yield e
+    e.stop()
+
+
+def test_alarms_follow_a_region_down_and_up_and_the_agent_stopping(localstack, namespace, fleet, exporter,
+                                                                   tmp_path):
+    cfn, cw = clients(localstack)
+    agent_name = f"e2e-{uuid.uuid4().hex[:6]}"
+    env = agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(len(fleet.regions)),
+                    SCRAPE_TARGETS=exporter.url, SCHEDULE="*/2 * * * * *", TARGET_TIMEOUT="1s",
+                    AGENT_NAME=agent_name)
+    code, template, err = monitoring(env, "cloudformation", *FAST)
+    assert code == 0, err
+    (tmp_path / "t.json").write_text(template)
+    assert lint(tmp_path / "t.json") == (0, "")
+    deploy(cfn, template)
+
+    plugin = {r: f"{namespace}/PluginDown/{r}" for r in fleet.regions}
+    silent = f"{namespace}/AgentSilent/{agent_name}"
+    scrape = f"{namespace}/ScrapeTargetDown/{exporter.url}"
+    assert set(plugin.values()) | {silent, scrape} <= set(states(cw, namespace))
+
+    agent = Agent(env).start()
+    try:
+        watched = [*plugin.values(), silent, scrape]
+        wait_for(lambda: all(states(cw, namespace)[a] == "OK" for a in watched), 90,
+                 "every plugin, scrape and silence alarm to be OK")
+
+        down = "eu-west-1"
+        fleet.mode(down, "down")
+        wait_for(lambda: states(cw, namespace)[plugin[down]] == "ALARM", 60, f"{down}'s alarm")
+        now = states(cw, namespace)
+        assert [r for r in fleet.regions if now[plugin[r]] != "OK"] == [down]
+        assert now[silent] == "OK" and now[scrape] == "OK"
+
+        fleet.mode(down, "ok")
+        wait_for(lambda: states(cw, namespace)[plugin[down]] == "OK", 90, f"{down}'s alarm to clear")
+        assert all(states(cw, namespace)[a] == "OK" for a in watched)
+
+        code, _ = agent.stop(__import__("signal").SIGTERM)
+        assert code == 0
+    finally:
+        agent.kill()
+    # A stopped agent is not silence: its own alarm fires, and so do the regions' (their
+    # missing data counts as down).
+    wait_for(lambda: states(cw, namespace)[silent] == "ALARM", 120, "the silence alarm")
+    wait_for(lambda: all(states(cw, namespace)[a] == "ALARM" for a in plugin.values()), 60,
+             "every region's alarm once nobody reports it")
+
+
+def test_alarm_lines_are_put_metric_alarm_inputs(localstack, namespace):
+    _, cw = clients(localstack)
+    topic = "arn:aws:sns:us-east-1:000000000000:finops-pager"
+    env = agent_env(localstack.url, namespace, PLUGIN_PORTS="none", AGENT_NAME="lines")
+    code, out, err = monitoring(env, "alarms", "--regions", "us-east-1,eu-west-1", "--sns-topic-arn", topic)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    names = [a["AlarmName"] for a in lines]
+    assert names == [f"{namespace}/{n}" for n in (
+        "PluginDown/eu-west-1", "PluginDown/us-east-1", "AgentSilent/lines", "QueueBacklog/lines",
+        "PublishFailing/lines", "DatumsDropped/lines", "CostJump/eu-west-1", "CostJump/us-east-1")]
+    assert "8 alarms" in err and "a month" in err
+    for alarm in lines:
+        cw.put_metric_alarm(**alarm)  # botocore checks every field against the API model
+    back = {a["AlarmName"]: a for a in cw.describe_alarms(AlarmNamePrefix=f"{namespace}/")["MetricAlarms"]}
+    assert sorted(back) == sorted(names)
+    for alarm in lines:
+        got = back[alarm["AlarmName"]]
+        for key, value in alarm.items():
+            assert got[key] == value, (alarm["AlarmName"], key)
+
+
+def test_the_dashboard_searches_the_namespace_and_reads_back_unchanged(localstack, namespace):
+    _, cw = clients(localstack)
+    env = agent_env(localstack.url, namespace, PLUGIN_PORTS="none")
+    code, body, err = monitoring(env, "dashboard")
+    assert code == 0, err
+    body = body.strip()
+    parsed = json.loads(body)
+    metric_widgets = [w for w in parsed["widgets"] if w["type"] == "metric"]
+    assert metric_widgets
+    for w in metric_widgets:
+        assert w["properties"]["region"] == "us-east-1"
+        for [query] in w["properties"]["metrics"]:
+            assert query["expression"].startswith(f"SEARCH('{{\"{namespace}\",")
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    put = cw.put_dashboard(DashboardName=name, DashboardBody=body)
+    assert put.get("DashboardValidationMessages", []) == []
+    assert cw.get_dashboard(DashboardName=name)["DashboardBody"] == body
+
+
+def test_the_example_template_is_what_the_documented_command_prints(tmp_path):
+    env = {**agent_env("http://127.0.0.1:9", "FinFocus/Plugins"), **EXAMPLE_ENV}
+    del env["CLOUDWATCH_NAMESPACE"]
+    code, out, err = monitoring(env, "cloudformation", "--regions", EXAMPLE_REGIONS)
+    assert code == 0, err
+    assert json.loads(out) == json.loads(EXAMPLE.read_text()), (
+        "docs/cloudformation/monitoring-example.json is stale: regenerate it with the command in "
+        "docs/operations.md")
+
+
+def test_plugins_that_hang_or_lie_cost_only_themselves(localstack, namespace, fleet):
+    fleet.mode("us-west-2", "hang")
+    fleet.control("/report", region="eu-west-1", value="long:300")
+    env = agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(len(fleet.regions)),
+                    TARGET_TIMEOUT="1s")
+    started = time.monotonic()
+    code, out, err = monitoring(env, "alarms")
+    took = time.monotonic() - started
+    assert code == 0, err
+    assert took < 5, took
+    names = {json.loads(line)["AlarmName"] for line in out.splitlines()}
+    found = {n.rsplit("/", 1)[1] for n in names if "/PluginDown/" in n}
+    assert found == set(fleet.regions) - {"us-west-2", "eu-west-1"}
+    assert "x" * 300 not in err and "x" * 300 not in out
+    for port in (fleet.port("us-west-2"), fleet.port("eu-west-1")):
+        assert f":{port}: no region" in err
+
+
+def test_bad_flags_and_an_unreachable_fleet_are_refused_with_the_fix(localstack, namespace, fleet):
+    env = agent_env(localstack.url, namespace, PLUGIN_PORTS="none")
+    code, out, err = monitoring(env, "alarms", "--period", "45")
+    assert (code, out) == (78, "") and "--period: 45" in err
+    code, out, err = monitoring(env, "alarms", "--regions", "us-east-1,Mars")
+    assert (code, out) == (78, "") and "--regions" in err and "Mars" in err
+    fleet.stop()
+    env = agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(3), TARGET_TIMEOUT="1s")
+    code, out, err = monitoring(env, "alarms")
+    assert (code, out) == (1, "") and "pass --regions" in err
+    del env["AWS_REGION"]
+    code, out, err = monitoring(env, "dashboard")
+    assert (code, out) == (78, "") and "set AWS_REGION" in err
