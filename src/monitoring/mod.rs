@@ -27,10 +27,9 @@ pub const DEFAULT_COST_PERIOD: u32 = 3600;
 pub const DEFAULT_COST_JUMP_SHARE: f64 = 0.2;
 /// The backlog alarm's threshold is at least this, in seconds.
 pub const MIN_QUEUE_AGE_THRESHOLD: u32 = 900;
-/// How far back CloudWatch evaluates: a day of periods shorter than an hour, else a week.
-fn max_evaluated_seconds(period: u32) -> u64 {
-    if period >= 3600 { 7 * 86_400 } else { 86_400 }
-}
+/// How far back CloudWatch evaluates an alarm: period times evaluation periods is at most a
+/// day (a quota that cannot be changed).
+const MAX_EVALUATED_SECONDS: u64 = 86_400;
 
 /// What to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -206,10 +205,10 @@ impl Knobs {
                 ));
             }
             if let Some(period) = periods
-                && u64::from(value) * u64::from(period) > max_evaluated_seconds(period)
+                && u64::from(value) * u64::from(period) > MAX_EVALUATED_SECONDS
             {
                 return Err(format!(
-                    "{}: {value} periods of {period} s is longer than CloudWatch evaluates (a day of periods under an hour, else a week); lower it or {}",
+                    "{}: {value} periods of {period} s is longer than the day CloudWatch evaluates; lower it or {}",
                     knob.flag(),
                     Knob::Period.flag()
                 ));
@@ -374,9 +373,20 @@ mod tests {
             (Duration::from_secs(3600), 3600),
             (Duration::from_secs(86_400 * 7), 86_400),
         ] {
-            let k = Knobs::new(&defaults(), interval).unwrap();
-            assert_eq!(k.period, period, "{interval:?}");
+            assert_eq!(whole_minutes(interval), period, "{interval:?}");
         }
+        assert_eq!(
+            Knobs::new(&defaults(), Duration::from_secs(300))
+                .unwrap()
+                .period,
+            300
+        );
+        // A daily schedule's period leaves room for one evaluation period only.
+        let daily = Knobs::new(&defaults(), Duration::from_secs(86_400)).unwrap_err();
+        assert!(
+            daily.starts_with("--evaluation-periods: 3 periods of 86400 s"),
+            "{daily}"
+        );
     }
 
     #[test]
@@ -424,8 +434,8 @@ mod tests {
             ),
             (
                 Settings {
-                    period: Some(1800),
-                    silence_periods: 49,
+                    period: Some(3600),
+                    silence_periods: 25,
                     ..defaults()
                 },
                 "--silence-periods",
