@@ -13,7 +13,7 @@ STATIC := target/$(HOST)/release/cloudwatch-publisher
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure measure-buffer bench bench-compare props-long venv image-tag clean
+.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure measure-buffer bench bench-compare simulate props-long venv image-tag clean
 
 all: build
 
@@ -92,6 +92,12 @@ bench-compare: venv
 	cp $(STATIC) target/baseline-bin && rm -f $(STATIC)
 	$(MAKE) static
 	$(PY) tests/bench/compare.py target/baseline-bin $(STATIC)
+
+# A fleet of agents against a throttling quota, splay off and on (docs/scale.md): 100 static
+# agents; rewrites the figures in docs/scale.md. AGENTS=, RATE=, TICKS= change the run.
+simulate: venv static
+	cd tests/e2e && AGENT_STATIC_BIN=$(CURDIR)/$(STATIC) ../../$(PY) simulate.py \
+	  --agents $(or $(AGENTS),100) --rate $(or $(RATE),20) --ticks $(or $(TICKS),6)
 
 # What the disk buffer costs per cycle and per datum (docs/reliability.md).
 measure-buffer: venv static

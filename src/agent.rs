@@ -8,6 +8,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -19,6 +20,7 @@ use crate::sinks::cloudwatch::{MetricSink, PublishReport, Publisher, RetryPolicy
 use crate::sources::plugins::Collector;
 use crate::sources::prometheus::PrometheusSource;
 use crate::sources::{Collected, Source};
+use crate::splay::{self, Splay};
 use crate::stats::{SharedStats, Stats};
 
 pub struct Agent<S> {
@@ -32,6 +34,11 @@ pub struct Agent<S> {
     self_metrics: Option<String>,
     /// Corrupt records the self metrics have counted so far.
     corrupt_reported: u64,
+    splay: Splay,
+    /// This agent's place in the splay, from its identity.
+    splay_fraction: f64,
+    /// Turns true when the agent is stopping: a cycle waiting for its send time sends now.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl<S: MetricSink> Agent<S> {
@@ -44,7 +51,14 @@ impl<S: MetricSink> Agent<S> {
                 config.target_timeout,
             ))));
         }
-        Self::from_parts(sources, buffer, publisher, config.self_metrics.clone())
+        let mut agent = Self::from_parts(sources, buffer, publisher, config.self_metrics.clone());
+        agent.splay = config.publish_splay;
+        let name = config
+            .self_metrics
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_AGENT_NAME);
+        agent.splay_fraction = splay::fraction(name, &splay::host_name());
+        agent
     }
 
     fn from_parts(
@@ -60,7 +74,39 @@ impl<S: MetricSink> Agent<S> {
             stats: Stats::shared(SystemTime::now()),
             self_metrics,
             corrupt_reported: 0,
+            splay: Splay::Fixed(Duration::ZERO),
+            splay_fraction: 0.0,
+            stopping: None,
         }
+    }
+
+    /// How long after its tick this agent sends, in an interval of `interval` of which
+    /// `room` is left to send in.
+    pub fn publish_offset(&self, interval: Duration, room: Duration) -> Duration {
+        self.splay.offset(self.splay_fraction, interval, room)
+    }
+
+    /// From now on, a cycle waiting for its send time sends as soon as `stopping` is true.
+    pub fn stop_waits_on(&mut self, stopping: watch::Receiver<bool>) {
+        self.stopping = Some(stopping);
+    }
+
+    /// Waits until `at`, or until the agent is stopping: what it waited.
+    async fn wait_to_send(&mut self, at: Instant) -> Duration {
+        let started = Instant::now();
+        let stop = async {
+            match self.stopping.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|stopping| *stopping).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = stop => {}
+        }
+        started.elapsed()
     }
 
     /// What the health listener reads.
@@ -68,10 +114,14 @@ impl<S: MetricSink> Agent<S> {
         self.stats.clone()
     }
 
-    /// Runs one cycle; publishing (retries included) stops trying at `deadline`.
-    /// What it returns is the cycle's publish; the rest of what it did is in the stats and
-    /// its log line.
-    pub async fn run_cycle(&mut self, deadline: Instant) -> PublishReport {
+    /// Runs one cycle: collects now, sends at `send_at` (the splay; None: at once), and
+    /// stops trying to publish (retries included) at `deadline`. What it returns is the
+    /// cycle's publish; the rest of what it did is in the stats and its log line.
+    pub async fn run_cycle(
+        &mut self,
+        deadline: Instant,
+        send_at: Option<Instant>,
+    ) -> PublishReport {
         let started = Instant::now();
         let timestamp = whole_second(SystemTime::now());
         let Collected {
@@ -87,9 +137,15 @@ impl<S: MetricSink> Agent<S> {
         self.buffer.push(&datums, true);
         let write_time = write_started.elapsed();
         drop(datums);
+        // The data is safe in the buffer meanwhile, and keeps the tick's timestamp.
+        let waited = match send_at {
+            Some(at) => self.wait_to_send(at).await,
+            None => Duration::ZERO,
+        };
         let mut publish = self.publisher.publish(&mut self.buffer, deadline).await;
         self.trim(&mut publish);
-        let duration = started.elapsed();
+        // The agent's own work; the splay's wait is not cycle time.
+        let duration = started.elapsed().saturating_sub(waited);
         let gauges = self.buffer.gauges();
         // Counted before it is logged, so whoever reads the log line finds it in /metrics.
         self.stats.lock().expect("stats lock").record_cycle(
@@ -113,6 +169,7 @@ impl<S: MetricSink> Agent<S> {
             dropped = publish.dropped(),
             collect_ms = collect_time.as_millis() as u64,
             buffer_write_us = write_time.as_micros() as u64,
+            splay_ms = waited.as_millis() as u64,
             duration_ms = duration.as_millis() as u64,
             "cycle complete"
         );
@@ -255,11 +312,78 @@ pub(crate) mod tests {
         sink.accepted.lock().unwrap().clone()
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_splayed_cycle_collects_on_the_tick_and_sends_at_its_time() {
+        let (mut agent, sink) = fake_agent(vec![collected(0..3)], FakeSink::default(), Some("a"));
+        let tick = SystemTime::now();
+        let send_at = Instant::now() + Duration::from_secs(20);
+        let cycle = tokio::spawn(async move {
+            let report = agent
+                .run_cycle(Instant::now() + Duration::from_secs(50), Some(send_at))
+                .await;
+            (report, agent)
+        });
+        tokio::time::sleep(Duration::from_secs(19)).await;
+        assert_eq!(sink.calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let (report, agent) = cycle.await.unwrap();
+        assert!(Instant::now() >= send_at);
+        assert_eq!(report.published, 3);
+        let got = accepted(&sink);
+        // The tick's timestamp, not the send time's.
+        assert!(got.iter().all(|m| m.timestamp <= tick));
+        // The wait is not cycle time.
+        let stats = agent.stats().lock().unwrap().clone();
+        let duration = stats.last_cycle_duration.unwrap();
+        assert!(duration < Duration::from_secs(1), "{duration:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_cuts_the_splay_short() {
+        let (mut agent, sink) = fake_agent(vec![collected(0..3)], FakeSink::default(), None);
+        let (stop, rx) = watch::channel(false);
+        agent.stop_waits_on(rx);
+        let started = Instant::now();
+        let cycle = tokio::spawn(async move {
+            agent
+                .run_cycle(
+                    started + Duration::from_secs(50),
+                    Some(started + Duration::from_secs(40)),
+                )
+                .await
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.send(true).unwrap();
+        let report = cycle.await.unwrap();
+        assert_eq!(report.published, 3);
+        assert_eq!(accepted(&sink).len(), 3);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn the_offset_follows_the_splay_and_the_identity() {
+        let (mut agent, _) = fake_agent(vec![], FakeSink::default(), None);
+        agent.splay = Splay::Share(0.5);
+        agent.splay_fraction = 0.25;
+        assert_eq!(
+            agent.publish_offset(Duration::from_secs(60), Duration::from_secs(60)),
+            Duration::from_millis(7500)
+        );
+        agent.splay = Splay::Fixed(Duration::ZERO);
+        assert_eq!(
+            agent.publish_offset(Duration::from_secs(60), Duration::from_secs(60)),
+            Duration::ZERO
+        );
+    }
+
     #[tokio::test]
     async fn a_cycle_publishes_what_the_source_collected_stamped_with_the_cycle() {
         let (mut agent, sink) = fake_agent(vec![collected(0..3)], FakeSink::default(), None);
         let before = SystemTime::now();
-        let report = agent.run_cycle(soon()).await;
+        let report = agent.run_cycle(soon(), None).await;
         let after = SystemTime::now();
         assert_eq!((report.published, report.calls, report.queued), (3, 1, 0));
         let got = accepted(&sink);
@@ -284,10 +408,10 @@ pub(crate) mod tests {
             FakeSink::default(),
             Some("a"),
         );
-        agent.run_cycle(soon()).await;
+        agent.run_cycle(soon(), None).await;
         let first_stamp = accepted(&sink)[0].timestamp;
         assert_eq!(agent.queued(), 8, "the first cycle's self metrics wait");
-        let report = agent.run_cycle(soon()).await;
+        let report = agent.run_cycle(soon(), None).await;
         assert_eq!(report.published, 2 + 8);
         let own: Vec<Metric> = accepted(&sink)
             .into_iter()
@@ -304,12 +428,12 @@ pub(crate) mod tests {
     async fn a_failed_publish_is_sent_first_next_cycle_with_its_timestamps() {
         let sink = FakeSink::scripted(vec![Err(PutError::Failed("AccessDenied".into()))]);
         let (mut agent, sink) = fake_agent(vec![collected(0..2), collected(10..12)], sink, None);
-        let first = agent.run_cycle(soon()).await;
+        let first = agent.run_cycle(soon(), None).await;
         assert!(first.failed);
         assert_eq!((first.published, first.queued, agent.queued()), (0, 2, 2));
         let stats = agent.stats().lock().unwrap().clone();
         assert_eq!((stats.cycles_failed, stats.last_success_cycle), (1, None));
-        let second = agent.run_cycle(soon()).await;
+        let second = agent.run_cycle(soon(), None).await;
         assert_eq!((second.published, second.queued), (4, 0));
         let values: Vec<f64> = accepted(&sink).iter().map(|m| m.value.number()).collect();
         assert_eq!(values, [0.0, 1.0, 10.0, 11.0]);
@@ -326,7 +450,8 @@ pub(crate) mod tests {
             open(),
         );
         // The put never answers and the process dies there, as under kill -9.
-        let cut = tokio::time::timeout(Duration::from_millis(300), agent.run_cycle(soon())).await;
+        let cut =
+            tokio::time::timeout(Duration::from_millis(300), agent.run_cycle(soon(), None)).await;
         assert!(cut.is_err(), "the put hangs");
         drop(agent);
         let mut left = open();
@@ -341,7 +466,7 @@ pub(crate) mod tests {
             Some("a"),
             left,
         );
-        agent.run_cycle(soon()).await;
+        agent.run_cycle(soon(), None).await;
         drop(agent);
         let names: Vec<String> = open().peek(100).into_iter().map(|m| m.name).collect();
         assert_eq!(names.len(), 3 + 2 + 8, "{names:?}");

@@ -15,6 +15,7 @@ use crate::buffer::config::{self as buffer, BufferConfig};
 use crate::schedule::Schedule;
 use crate::sources::plugins::config::{self as plugins, PluginsConfig};
 use crate::sources::prometheus::config::{self as prometheus, PrometheusConfig};
+use crate::splay::{self, Splay};
 use crate::untrusted;
 
 /// One configuration variable as the docs and `--help` present it.
@@ -69,6 +70,7 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "after SIGTERM, time to finish the cycle and flush the queue",
         example: "25s",
     },
+    splay::PUBLISH_SPLAY,
     buffer::QUEUE_MAX_DATUMS,
     buffer::BUFFER_DIR,
     buffer::BUFFER_MAX_BYTES,
@@ -142,6 +144,8 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     pub target_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// How far after its tick a scheduled cycle may send.
+    pub publish_splay: Splay,
     pub buffer: BufferConfig,
     pub log_format: LogFormat,
     /// Filter directives: a level, and `target=level` pairs.
@@ -229,6 +233,7 @@ struct Raw {
     schedule: Option<String>,
     target_timeout: Option<String>,
     shutdown_timeout: Option<String>,
+    publish_splay: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
     rust_log: Option<String>,
@@ -377,6 +382,16 @@ impl Config {
             raw.shutdown_timeout,
             DEFAULT_SHUTDOWN_TIMEOUT,
         );
+        let splay_text = raw
+            .publish_splay
+            .unwrap_or_else(|| splay::DEFAULT_SPLAY.into());
+        let publish_splay = match Splay::parse(&splay_text) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                problems.bad("PUBLISH_SPLAY", &splay_text, why);
+                None
+            }
+        };
         let buffer = buffer::parse(buffer_raw, &mut problems);
 
         let log_format = match LogFormat::parse(raw.log_format.as_deref()) {
@@ -472,6 +487,7 @@ impl Config {
             prometheus: prometheus.expect("validated"),
             target_timeout: target_timeout.expect("validated"),
             shutdown_timeout: shutdown_timeout.expect("validated"),
+            publish_splay: publish_splay.expect("validated"),
             buffer: buffer.expect("validated"),
             log_format: log_format.expect("validated"),
             log_filter: log_filter.expect("validated"),

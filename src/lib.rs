@@ -29,6 +29,7 @@ mod self_metrics;
 mod shutdown;
 mod sinks;
 mod sources;
+mod splay;
 mod stats;
 mod untrusted;
 

@@ -143,6 +143,7 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
         once = mode.once,
         health_addr = config.health_addr.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()),
         self_metrics = config.self_metrics.as_deref().unwrap_or("off"),
+        publish_splay = %config.publish_splay,
         buffer_dir = config.buffer.dir.as_ref().filter(|_| !mode.dry_run).map(|d| d.display().to_string()).unwrap_or_else(|| "memory".into()),
         open_files_limit = open_files,
         "starting"
@@ -157,6 +158,13 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
     }
 
     let mut agent = Agent::new(&config, sink, buffer);
+    if !mode.once {
+        info!(
+            publish_offset_ms = agent.publish_offset(interval, interval).as_millis() as u64,
+            interval_ms = interval.as_millis() as u64,
+            "each cycle sends this long after its tick (PUBLISH_SPLAY, from AGENT_NAME and the host name)"
+        );
+    }
     // One-shot runs end before any probe would ask; they get no listener.
     if let (Some(addr), false) = (config.health_addr, mode.once) {
         match health::bind(addr).await {

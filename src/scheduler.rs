@@ -17,7 +17,7 @@ use crate::agent::Agent;
 use crate::exit::Exit;
 use crate::schedule::Schedule;
 use crate::shutdown::Shutdown;
-use crate::sinks::cloudwatch::MetricSink;
+use crate::sinks::cloudwatch::{MetricSink, RetryPolicy};
 use crate::stats::SharedStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,8 @@ pub async fn run_once<S: MetricSink>(
 ) -> Exit {
     let deadline = Instant::now() + schedule.interval(SystemTime::now());
     let report = {
-        let cycle = agent.run_cycle(deadline);
+        // One-shot runs send at once: they are for debugging, and no fleet shares their tick.
+        let cycle = agent.run_cycle(deadline, None);
         tokio::pin!(cycle);
         tokio::select! {
             report = &mut cycle => report,
@@ -93,13 +94,15 @@ pub async fn run_once<S: MetricSink>(
 /// Cycles on `schedule`, the first one right away, until SIGTERM or SIGINT; then finishes
 /// the running cycle and flushes the queue within `shutdown_timeout`.
 pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
-    agent: Agent<S>,
+    mut agent: Agent<S>,
     schedule: Schedule,
     shutdown: &mut Shutdown,
     shutdown_timeout: Duration,
 ) -> Result<Exit, SchedulerError> {
     let stats = agent.stats();
     let on_disk = agent.keeps_on_disk();
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
+    agent.stop_waits_on(stop_rx);
     let agent = Arc::new(Mutex::new(agent));
     let mut scheduler = JobScheduler::new().await?;
     let (job_agent, job_schedule, job_stats) = (agent.clone(), schedule.clone(), stats.clone());
@@ -117,6 +120,8 @@ pub async fn run_scheduled<S: MetricSink + Send + Sync + 'static>(
         signal = Shutdown::name(signal),
         "stopping: no new cycles; finishing the running cycle and flushing the queue"
     );
+    // A cycle waiting out its splay sends now rather than spend SHUTDOWN_TIMEOUT waiting.
+    let _ = stopping.send(true);
     scheduler.shutdown().await?;
     let deadline = Instant::now() + shutdown_timeout;
     let drain = async {
@@ -166,8 +171,20 @@ async fn tick<S: MetricSink>(agent: &Mutex<Agent<S>>, schedule: &Schedule, stats
         );
         return;
     };
-    let deadline = cycle_deadline(schedule, SystemTime::now());
-    agent.run_cycle(deadline).await;
+    let now = SystemTime::now();
+    let deadline = cycle_deadline(schedule, now);
+    let offset = agent.publish_offset(schedule.interval(now), send_room(deadline));
+    agent
+        .run_cycle(deadline, Some(Instant::now() + offset))
+        .await;
+}
+
+/// How long after now a cycle may still start sending and finish one attempt before
+/// `deadline`, so a splay never pushes a cycle into the next tick.
+fn send_room(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(RetryPolicy::default().min_attempt)
 }
 
 #[cfg(test)]
@@ -223,6 +240,19 @@ mod tests {
         let sink = FakeSink::hanging();
         let (exit, _) = scheduled(sink, Duration::from_secs(60), &[15, 2]).await;
         assert_eq!(exit, Exit::Signal(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_splay_leaves_one_attempt_before_the_deadline() {
+        assert_eq!(
+            send_room(Instant::now() + Duration::from_secs(54)),
+            Duration::from_secs(52)
+        );
+        // An interval too short for any splay sends at once.
+        assert_eq!(
+            send_room(Instant::now() + Duration::from_secs(1)),
+            Duration::ZERO
+        );
     }
 
     #[test]

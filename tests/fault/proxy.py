@@ -122,6 +122,7 @@ class FaultProxy:
         self.conns = set()
         self.hung = set()
         self.first_request = None  # wall-clock time of the first request seen
+        self.events = []           # (wall-clock time, outcome) of every request answered
 
     @staticmethod
     def _free_port():
@@ -165,6 +166,8 @@ class FaultProxy:
     def _bump(self, outcome):
         with self.lock:
             self.counts[outcome] = self.counts.get(outcome, 0) + 1
+            if outcome != "requests":
+                self.events.append((time.time(), outcome))
 
     def _listen(self):
         with self.lock:

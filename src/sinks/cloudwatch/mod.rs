@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -235,11 +235,15 @@ impl<S: MetricSink> Publisher<S> {
         report: &mut PublishReport,
     ) -> Result<(), PutError> {
         let policy = self.retry;
+        // Full jitter (a delay anywhere from 0 to the exponential step): backon's own
+        // jitter only adds up to one step, which keeps a throttled fleet's retries bunched
+        // at the step's start.
         let backoff = ExponentialBuilder::default()
-            .with_jitter()
             .with_min_delay(policy.min_delay)
             .with_max_delay(policy.max_delay)
-            .with_max_times(policy.max_retries);
+            .with_max_times(policy.max_retries)
+            .build()
+            .map(full_jitter);
         let attempts = AtomicUsize::new(0);
         let attempt = || async {
             attempts.fetch_add(1, Ordering::Relaxed);
@@ -265,6 +269,11 @@ impl<S: MetricSink> Publisher<S> {
         report.failed_calls += attempts - usize::from(result.is_ok());
         result
     }
+}
+
+/// A uniformly random delay up to `step`.
+fn full_jitter(step: Duration) -> Duration {
+    step.mul_f64(fastrand::f64())
 }
 
 #[cfg(test)]
@@ -541,8 +550,22 @@ pub(crate) mod tests {
             started.elapsed()
         );
         assert!(r.failed);
-        assert!((2..=4).contains(&r.calls), "{}", r.calls);
+        // Full jitter: delays from 0 to 100 ms, about 50 on average.
+        assert!((2..=100).contains(&r.calls), "{}", r.calls);
         assert_eq!(r.queued, 2);
+    }
+
+    #[test]
+    fn retry_delays_are_fully_jittered() {
+        let step = Duration::from_secs(8);
+        let delays: Vec<Duration> = (0..10_000).map(|_| full_jitter(step)).collect();
+        assert!(delays.iter().all(|d| *d < step));
+        // Spread over the whole step, not bunched at its start as step + jitter would be.
+        for quarter in 0..4 {
+            let (lo, hi) = (step * quarter / 4, step * (quarter + 1) / 4);
+            let n = delays.iter().filter(|d| (lo..hi).contains(*d)).count();
+            assert!((2_200..=2_800).contains(&n), "quarter {quarter}: {n}");
+        }
     }
 
     /// Accepts everything, slowly.

@@ -1,0 +1,44 @@
+"""A fleet of agents against a PutMetricData quota (docs/scale.md): real agent processes on
+one schedule, LocalStack behind the fault proxy admitting a fixed number of requests a second
+and throttling the rest as CloudWatch does. Synchronized (PUBLISH_SPLAY=0) they are throttled
+at every tick yet lose nothing; splayed, each keeps its own offset, the fleet spreads over the
+interval and the throttling all but stops. `make simulate` runs the same at 100 agents."""
+
+from simulate import fraction, simulate
+
+AGENTS, RATE, INTERVAL, TICKS = 24, 6, 10, 3
+
+
+def test_the_model_hashes_as_the_agent_does():
+    # src/splay.rs pins the same two values.
+    assert fraction("cloudwatch-publisher", "ip-10-0-0-1") == 0.9775970217689061
+    assert fraction("sim-0000", "h") == 0.5665255632013562
+
+
+def test_a_splayed_fleet_stays_under_the_quota_and_a_synchronized_one_loses_nothing(localstack, fleet):
+    off = simulate(localstack, fleet, AGENTS, RATE, "0", TICKS, INTERVAL)
+    on = simulate(localstack, fleet, AGENTS, RATE, "50%", TICKS, INTERVAL)  # the default
+    for run in (off, on):
+        # Nothing lost: every cycle of every agent is in CloudWatch, read back per agent.
+        assert run["lost_cycles"] == 0 and run["datums_dropped"] == 0, run
+        # (At least once: a request that timed out after CloudWatch took it is sent again.)
+        assert run["health_samples"] >= run["cycles"], run
+        assert run["exit_codes"] == [0], run
+    # Synchronized: the whole fleet in one second, most of it throttled at every tick.
+    assert off["peak_demand"] >= AGENTS, off
+    assert off["throttled"] >= TICKS * (AGENTS - RATE), off
+    # Splayed: spread over the interval, a small fraction of the throttling, and every
+    # tick's datums accepted within the interval they were collected in.
+    assert on["p99"] is not None and on["p99"] < INTERVAL, on
+    assert on["peak_demand"] <= off["peak_demand"] / 2, (on, off)
+    assert on["throttled"] <= off["throttled"] / 4, (on, off)
+    # Each agent sends at the same point after every tick (its identity fixes it), and the
+    # fleet's sends cover the splay (half the 10 s interval).
+    # (An agent whose offset is shorter than collection sends when collection ends.)
+    for name, waits in on["waits"].items():
+        sends = [sent for waited, sent in waits]
+        if all(waited > 0 for waited, _ in waits):
+            assert max(sends) - min(sends) < 0.5, (name, waits)
+    firsts = sorted(w[0][1] for w in on["waits"].values())
+    assert firsts[0] < 1.5 and firsts[-1] > 3.5, firsts
+    assert all(waited == 0 for waits in off["waits"].values() for waited, _ in waits)
