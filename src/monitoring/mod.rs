@@ -345,9 +345,14 @@ fn number(v: f64) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The knobs a default agent (`0 * * * * *`) gets from the command line's defaults.
+    pub(crate) fn default_knobs() -> Knobs {
+        Knobs::new(&defaults(), Duration::from_secs(60)).unwrap()
+    }
 
     fn knobs(settings: Settings) -> Result<Knobs, String> {
         Knobs::new(&settings, Duration::from_secs(60))

@@ -148,15 +148,7 @@ mod tests {
     use crate::sources::prometheus::config::ScrapeTarget;
 
     fn knobs() -> Knobs {
-        Knobs {
-            period: 60,
-            evaluation_periods: 3,
-            silence_periods: 5,
-            queue_age_threshold: 900,
-            cost_period: 3600,
-            cost_jump_share: 0.2,
-            sns_topic_arn: None,
-        }
+        crate::monitoring::tests::default_knobs()
     }
 
     fn fleet() -> Fleet {

@@ -55,18 +55,20 @@ def test_actionlint_finds_a_broken_workflow(tmp_path):
     assert code != 0 and "python-versions" in out and "evnt" in out, out
 
 
-def test_each_workflow_runs_the_readme_test_command_with_caches():
+def test_ci_runs_the_readme_test_command_with_caches_and_release_runs_ci():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme
-    for name in ("ci.yml", "release.yml"):
-        test = load(name)["jobs"]["test"]
-        assert "make test" in runs(test).split("\n")
-        [python] = uses(test, "actions/setup-python")
-        assert python["with"]["python-version"] == "3.11" and python["with"]["cache"] == "pip"
-        assert uses(test, "Swatinem/rust-cache")
-        # The supply-chain checks use the live advisory database there.
-        [step] = [s for s in steps(test) if s.get("run") == "make test"]
-        assert step["env"]["ADVISORY_DB"] == "live"
+    test = load("ci.yml")["jobs"]["test"]
+    assert "make test" in runs(test).split("\n")
+    [python] = uses(test, "actions/setup-python")
+    assert python["with"]["python-version"] == "3.11" and python["with"]["cache"] == "pip"
+    assert uses(test, "Swatinem/rust-cache")
+    # The supply-chain checks use the live advisory database there.
+    [step] = [s for s in steps(test) if s.get("run") == "make test"]
+    assert step["env"]["ADVISORY_DB"] == "live"
+    # The release's gate is that same workflow, not a copy of it.
+    assert load("release.yml")["jobs"]["test"] == {"uses": "./.github/workflows/ci.yml"}
+    assert "workflow_call" in load("ci.yml")["on"]
 
 
 def test_ci_runs_on_pull_requests_and_main():
@@ -79,9 +81,8 @@ def test_release_runs_on_semver_tags_only_and_tests_before_it_pushes():
     assert release["on"] == {"push": {"tags": ["v[0-9]+.[0-9]+.[0-9]+"]}}
     jobs = release["jobs"]
     assert jobs["image"]["needs"] == "test" and jobs["release"]["needs"] == "image"
-    # Nothing in the test job can publish.
-    assert "packages" not in jobs["test"].get("permissions", {})
-    assert release["permissions"] == {"contents": "read"}
+    # Nothing in the test job can publish: it runs with the workflow's read-only token.
+    assert "permissions" not in jobs["test"] and release["permissions"] == {"contents": "read"}
 
 
 def test_the_image_is_both_architectures_in_one_build_with_traceable_tags():
