@@ -160,7 +160,7 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
     let mut agent = Agent::new(&config, sink, buffer);
     if !mode.once {
         info!(
-            publish_offset_ms = agent.publish_offset(interval, interval).as_millis() as u64,
+            publish_offset_ms = scheduler::tick_offset(&agent, interval).as_millis() as u64,
             interval_ms = interval.as_millis() as u64,
             "each cycle sends this long after its tick (PUBLISH_SPLAY, from AGENT_NAME and the host name)"
         );

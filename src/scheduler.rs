@@ -31,8 +31,21 @@ pub fn cycle_deadline(schedule: &Schedule, now: SystemTime) -> Instant {
         .next_after(now)
         .and_then(|next| next.duration_since(now).ok())
         .unwrap_or(interval);
-    let margin = (interval / 10).min(Duration::from_secs(1));
-    Instant::now() + until_next.saturating_sub(margin)
+    Instant::now() + until_next.saturating_sub(margin(interval))
+}
+
+/// What a cycle leaves free before the next tick: a tenth of the interval, at most 1 s.
+fn margin(interval: Duration) -> Duration {
+    (interval / 10).min(Duration::from_secs(1))
+}
+
+/// How long after a tick that fires on time `agent` sends, on an interval of `interval`:
+/// what the `starting` line reports. [`tick`] computes the same from the real deadline.
+pub fn tick_offset<S: MetricSink>(agent: &Agent<S>, interval: Duration) -> Duration {
+    agent.publish_offset(
+        interval,
+        send_room(interval.saturating_sub(margin(interval))),
+    )
 }
 
 /// One cycle, then exit: 0 when everything collected was published (a down plugin is data,
@@ -173,18 +186,17 @@ async fn tick<S: MetricSink>(agent: &Mutex<Agent<S>>, schedule: &Schedule, stats
     };
     let now = SystemTime::now();
     let deadline = cycle_deadline(schedule, now);
-    let offset = agent.publish_offset(schedule.interval(now), send_room(deadline));
+    let room = send_room(deadline.saturating_duration_since(Instant::now()));
+    let offset = agent.publish_offset(schedule.interval(now), room);
     agent
         .run_cycle(deadline, Some(Instant::now() + offset))
         .await;
 }
 
-/// How long after now a cycle may still start sending and finish one attempt before
-/// `deadline`, so a splay never pushes a cycle into the next tick.
-fn send_room(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .saturating_sub(RetryPolicy::default().min_attempt)
+/// Of the time left until the cycle's deadline, how long a cycle may wait and still finish
+/// one attempt before it, so a splay never pushes a cycle into the next tick.
+fn send_room(until_deadline: Duration) -> Duration {
+    until_deadline.saturating_sub(RetryPolicy::default().min_attempt)
 }
 
 #[cfg(test)]
@@ -242,17 +254,11 @@ mod tests {
         assert_eq!(exit, Exit::Signal(2));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_splay_leaves_one_attempt_before_the_deadline() {
-        assert_eq!(
-            send_room(Instant::now() + Duration::from_secs(54)),
-            Duration::from_secs(52)
-        );
+    #[test]
+    fn the_splay_leaves_one_attempt_before_the_deadline() {
+        assert_eq!(send_room(Duration::from_secs(54)), Duration::from_secs(52));
         // An interval too short for any splay sends at once.
-        assert_eq!(
-            send_room(Instant::now() + Duration::from_secs(1)),
-            Duration::ZERO
-        );
+        assert_eq!(send_room(Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]
