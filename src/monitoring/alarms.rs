@@ -75,45 +75,35 @@ pub fn alarms(fleet: &Fleet, render: Render) -> Vec<Alarm> {
     let ns = fleet.namespace.as_str();
     let mut out = Vec::new();
     for region in &fleet.regions {
-        out.push(watch(
-            ns,
-            Watch {
-                kind: Kind::PluginDown,
-                subject: region,
-                metric: PLUGIN_HEALTHY,
-                dims: &region_dims(region),
-                statistic: "Maximum",
-                comparison: "LessThanThreshold",
-                threshold: json!(1),
-                periods: render.num(Knob::EvaluationPeriods),
-                breaching: true,
-                about: format!(
-                    "The {region} plugin passed no health probe in the evaluation periods. Missing data counts as down, so an agent that stopped reporting fires this too."
-                ),
-            },
+        let about = format!(
+            "The {region} plugin passed no health probe in the evaluation periods. Missing data counts as down, so an agent that stopped reporting fires this too."
+        );
+        let dims = region_dims(region);
+        let w = down(
+            Kind::PluginDown,
+            region,
+            PLUGIN_HEALTHY,
+            &dims,
+            about,
             render,
-        ));
+        );
+        out.push(watch(ns, w, render));
     }
     for target in &fleet.scrape_targets {
-        out.push(watch(
-            ns,
-            Watch {
-                kind: Kind::ScrapeTargetDown,
-                subject: &target.url,
-                metric: SCRAPE_UP,
-                dims: &target_dimensions(&target.url, target.region.as_deref()),
-                statistic: "Maximum",
-                comparison: "LessThanThreshold",
-                threshold: json!(1),
-                periods: render.num(Knob::EvaluationPeriods),
-                breaching: true,
-                about: format!(
-                    "The scrape target {} answered no scrape in the evaluation periods. Missing data counts as down.",
-                    crate::untrusted::cut(&target.url, 200)
-                ),
-            },
+        let about = format!(
+            "The scrape target {} answered no scrape in the evaluation periods. Missing data counts as down.",
+            crate::untrusted::cut(&target.url, 200)
+        );
+        let dims = target_dimensions(&target.url, target.region.as_deref());
+        let w = down(
+            Kind::ScrapeTargetDown,
+            &target.url,
+            SCRAPE_UP,
+            &dims,
+            about,
             render,
-        ));
+        );
+        out.push(watch(ns, w, render));
     }
     if let Some(agent) = &fleet.agent {
         let dims = agent_dims(agent);
@@ -225,6 +215,30 @@ pub fn monthly_cost(alarms: &[Alarm], knobs: &Knobs) -> (usize, f64) {
         usd += n as f64 * each;
     }
     (metrics, usd)
+}
+
+/// An up gauge's alarm (1 up, 0 down): down when no sample of a period was 1, in every one
+/// of the evaluation periods, and when nothing reports it at all.
+fn down<'a>(
+    kind: Kind,
+    subject: &'a str,
+    metric: &'a str,
+    dims: &'a Dimensions,
+    about: String,
+    render: Render,
+) -> Watch<'a> {
+    Watch {
+        kind,
+        subject,
+        metric,
+        dims,
+        statistic: "Maximum",
+        comparison: "LessThanThreshold",
+        threshold: json!(1),
+        periods: render.num(Knob::EvaluationPeriods),
+        breaching: true,
+        about,
+    }
 }
 
 /// A single-metric alarm.
