@@ -53,11 +53,7 @@ impl<S: MetricSink> Agent<S> {
         }
         let mut agent = Self::from_parts(sources, buffer, publisher, config.self_metrics.clone());
         agent.splay = config.publish_splay;
-        let name = config
-            .self_metrics
-            .as_deref()
-            .unwrap_or(crate::config::DEFAULT_AGENT_NAME);
-        agent.splay_fraction = splay::fraction(name, &splay::host_name());
+        agent.splay_fraction = splay::fraction(&config.agent_name, &splay::host_name());
         agent
     }
 

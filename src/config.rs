@@ -152,7 +152,10 @@ pub struct Config {
     pub log_filter: String,
     /// Where /healthz and /metrics listen; None when HEALTH_ADDR is set empty.
     pub health_addr: Option<SocketAddr>,
-    /// The Agent dimension of the self metrics; None when SELF_METRICS=false.
+    /// AGENT_NAME: the Agent dimension of the self metrics, and half of the identity the
+    /// publish splay is drawn from (with SELF_METRICS=false too).
+    pub agent_name: String,
+    /// The Agent dimension of the self metrics (AGENT_NAME); None when SELF_METRICS=false.
     pub self_metrics: Option<String>,
     /// Set names that differ from a variable only in case (`schedule`): not read, and
     /// worth a warning, since the user meant something by them.
@@ -492,7 +495,10 @@ impl Config {
             log_format: log_format.expect("validated"),
             log_filter: log_filter.expect("validated"),
             health_addr: health_addr.expect("validated"),
-            self_metrics: self_metrics_on.expect("validated").then_some(agent_name),
+            self_metrics: self_metrics_on
+                .expect("validated")
+                .then(|| agent_name.clone()),
+            agent_name,
             ignored: lookalikes,
         })
     }
@@ -630,6 +636,12 @@ mod tests {
     #[test]
     fn self_metrics_switch_and_agent_name() {
         assert_eq!(ok(&[("SELF_METRICS", "false")]).self_metrics, None);
+        // The name still identifies the agent (its publish splay) without self metrics.
+        let off = ok(&[("SELF_METRICS", "false"), ("AGENT_NAME", "prod-eu")]);
+        assert_eq!(
+            (off.self_metrics, off.agent_name.as_str()),
+            (None, "prod-eu")
+        );
         assert_eq!(
             ok(&[("SELF_METRICS", "TRUE"), ("AGENT_NAME", "prod-eu")])
                 .self_metrics
