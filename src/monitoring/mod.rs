@@ -214,6 +214,14 @@ impl Knobs {
                 ));
             }
         }
+        // The cost alarm evaluates one period.
+        if u64::from(knobs.cost_period) > MAX_EVALUATED_SECONDS {
+            return Err(format!(
+                "{}: {}: at most {MAX_EVALUATED_SECONDS}, the day CloudWatch evaluates",
+                Knob::CostPeriod.flag(),
+                knobs.cost_period
+            ));
+        }
         if !(knobs.cost_jump_share.is_finite() && knobs.cost_jump_share > 0.0) {
             return Err(format!(
                 "{}: {}: a share above 0, such as 0.2 for 20%",
@@ -426,6 +434,13 @@ pub(crate) mod tests {
             (
                 Settings {
                     cost_period: 90,
+                    ..defaults()
+                },
+                "--cost-period",
+            ),
+            (
+                Settings {
+                    cost_period: 86_460,
                     ..defaults()
                 },
                 "--cost-period",
