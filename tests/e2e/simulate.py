@@ -162,7 +162,7 @@ def rss_of(pid):
     return 0
 
 
-def model(agents, interval, share, quota=500, calls_per_agent=1):
+def model(agents, interval, share, calls_per_agent=1):
     """The busiest second when `agents` send `calls_per_agent` calls each at the offsets the
     splay gives them (the real hash over ECS-style host names): demand at the peak."""
     if share == 0:

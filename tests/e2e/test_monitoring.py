@@ -6,6 +6,7 @@ command prints. Plugins that hang or report garbage while regions are found cost
 themselves."""
 
 import json
+import signal
 import subprocess
 import time
 import uuid
@@ -102,7 +103,7 @@ def test_alarms_follow_a_region_down_and_up_and_the_agent_stopping(localstack, n
         wait_for(lambda: states(cw, namespace)[plugin[down]] == "OK", 90, f"{down}'s alarm to clear")
         assert all(states(cw, namespace)[a] == "OK" for a in watched)
 
-        code, _ = agent.stop(__import__("signal").SIGTERM)
+        code, _ = agent.stop(signal.SIGTERM)
         assert code == 0
     finally:
         agent.kill()
