@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::buffer::Buffer;
 use crate::config::Config;
@@ -133,6 +133,16 @@ impl<S: MetricSink> Agent<S> {
         self.buffer.push(&datums, true);
         let write_time = write_started.elapsed();
         drop(datums);
+        // Said once the write-ahead has returned, so a reader of a killed agent's output
+        // knows which cycles no crash could lose (tests/e2e/test_reliability.py does).
+        debug!(
+            cycle_timestamp = %humantime::format_rfc3339(timestamp),
+            datums = collected,
+            healthy = summary.healthy,
+            cost_errors = summary.errors,
+            durable = self.buffer.durable(),
+            "cycle written ahead"
+        );
         // The data is safe in the buffer meanwhile, and keeps the tick's timestamp.
         let waited = match send_at {
             Some(at) => self.wait_to_send(at).await,

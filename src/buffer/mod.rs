@@ -172,6 +172,12 @@ impl Buffer {
         self.datums == 0
     }
 
+    /// Whether everything stored so far is on disk and synced (no record waits in memory):
+    /// true only with BUFFER_DIR, after a synced push that the directory took.
+    pub fn durable(&self) -> bool {
+        self.disk.is_some() && self.memory_datums == 0
+    }
+
     pub fn oldest(&self) -> Option<SystemTime> {
         self.entries.iter().map(|e| e.oldest).min()
     }

@@ -1,10 +1,33 @@
 """Session fixtures: one LocalStack for all end-to-end tests; it must start or the run fails."""
 
+import re
+import shutil
 import uuid
 
 import pytest
 
-from harness import Fleet, LocalStack, Reader
+import harness
+from harness import ROOT, Fleet, LocalStack, Reader
+
+LOGS = ROOT / "target" / "e2e-logs"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and harness.LOG_DIR["path"] is not None:
+        report.sections.append(("agent logs", f"every agent's output is in {harness.LOG_DIR['path']}"))
+
+
+@pytest.fixture(autouse=True)
+def agent_logs(request):
+    """Each agent's output (killed ones included) goes to target/e2e-logs/<test>/."""
+    path = LOGS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
+    shutil.rmtree(path, ignore_errors=True)
+    harness.LOG_DIR.update(path=path, count=0)
+    yield path
+    harness.LOG_DIR.update(path=None)
 
 
 @pytest.fixture(scope="session")

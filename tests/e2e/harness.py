@@ -345,8 +345,14 @@ class Switch(FaultProxy):
         self.set("refuse")
 
 
+# Where each agent's output is kept, a file per process (killed ones included), so a failed
+# test can be read afterwards: conftest.py points it at target/e2e-logs/<test> for each test.
+LOG_DIR = {"path": None, "count": 0}
+
+
 class Agent:
-    """The real agent binary as a process; its JSON log lines are collected."""
+    """The real agent binary as a process; its JSON log lines are collected, and copied to a
+    file under LOG_DIR as they come."""
 
     def __init__(self, env, args=(), binary=None, nofile=None, wrap=()):
         """`nofile`: the (soft, hard) open-file limit the agent starts with; `wrap`: a command
@@ -362,6 +368,7 @@ class Agent:
         self.started = None
         self._reader = None
         self.logs_on_stderr = False
+        self.log_file = None
 
     def start(self, read=True, logs_on_stderr=False):
         """Starts the agent; its log lines are read as they come unless `read` is False
@@ -374,6 +381,10 @@ class Agent:
         self.proc = subprocess.Popen([*self.wrap, str(self.binary), *self.args], env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=preexec)
+        if LOG_DIR["path"] is not None:
+            LOG_DIR["count"] += 1
+            LOG_DIR["path"].mkdir(parents=True, exist_ok=True)
+            self.log_file = LOG_DIR["path"] / f"agent-{LOG_DIR['count']:02d}-{self.proc.pid}.log"
         if read:
             self.read_logs()
         return self
@@ -383,8 +394,15 @@ class Agent:
         self._reader.start()
 
     def _read(self):
-        for line in (self.proc.stderr if self.logs_on_stderr else self.proc.stdout):
-            self.lines.append(line.rstrip("\n"))
+        out = open(self.log_file, "a", buffering=1) if self.log_file else None
+        try:
+            for line in (self.proc.stderr if self.logs_on_stderr else self.proc.stdout):
+                self.lines.append(line.rstrip("\n"))
+                if out:
+                    out.write(line)
+        finally:
+            if out:
+                out.close()
 
     def logs(self):
         out = []
@@ -461,6 +479,8 @@ class Agent:
             self._reader.join(5)
         if not self.logs_on_stderr:
             self.stderr = self.proc.stderr.read()
+            if self.log_file and self.stderr:
+                self.log_file.with_suffix(".stderr").write_text(self.stderr)
         return code
 
     def run(self, timeout=120):
