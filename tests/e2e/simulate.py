@@ -56,6 +56,13 @@ def on_tick(stamp, interval):
     return stamp.timestamp() % interval == 0
 
 
+def steady(cycles, interval, steady_from):
+    """The cycles of scheduled ticks from `steady_from` on: not the cycle every agent runs at
+    start (stamped on a tick's second by chance, it has less room to wait in)."""
+    return [c for c in cycles if on_tick(parse_ts(c["cycle_timestamp"]), interval)
+            and parse_ts(c["cycle_timestamp"]).timestamp() >= steady_from]
+
+
 def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=None):
     """One run: `agents` processes on `*/interval` seconds, `ticks` scheduled cycles each."""
     namespace = f"Sim/{uuid.uuid4().hex[:10]}"
@@ -75,7 +82,7 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
         steady_from = (int(started) // interval + 1) * interval
 
         def ticked():
-            return [[c for c in a.cycles() if on_tick(parse_ts(c["cycle_timestamp"]), interval)] for a in procs]
+            return [steady(a.cycles(), interval, steady_from) for a in procs]
 
         wait_for(lambda: all(len(t) >= ticks for t in ticked()), ticks * interval + 60,
                  f"{ticks} scheduled cycles of every agent")
@@ -99,12 +106,16 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
         # First attempts in the steady window: one per publishing cycle.
         publishes += sum(1 for c in cycles if c.get("calls", 0) > 0
                          and parse_ts(c["cycle_timestamp"]).timestamp() >= steady_from)
+        # The ticks every agent had finished before the stop: a cycle of a later tick may
+        # have had its wait cut short by the SIGTERM, and sent at once, as documented.
+        planned = {id(c) for c in steady(cycles, interval, steady_from)[:ticks]}
         for j, c in enumerate(cycles):
             stamp = parse_ts(c["cycle_timestamp"])
             if not on_tick(stamp, interval) or c["datums"] == 0:
                 continue
-            # When it sent, after the tick: collection (which varies with load) plus the wait.
-            waits.setdefault(f"sim-{i:04d}", []).append((c["splay_ms"], (c["collect_ms"] + c["splay_ms"]) / 1000))
+            if id(c) in planned:
+                # When it sent, after the tick: collection (which varies with load) plus the wait.
+                waits.setdefault(f"sim-{i:04d}", []).append((c["splay_ms"], (c["collect_ms"] + c["splay_ms"]) / 1000))
             # Accepted when a cycle from this one on ended with nothing queued; the self
             # metrics a cycle leaves behind are pushed after its line, so they do not count.
             done = next((d for d in cycles[j:] if d["queued"] == 0), None)
