@@ -31,6 +31,10 @@ const REDACT_TRACE: &str = "aws_smithy_runtime::client::orchestrator=debug";
 /// The cron crate announces its own start-up at info ("Uninited", "Job creator created");
 /// appended unless the user's filter names it.
 const QUIET_CRON: &str = "tokio_cron_scheduler=warn";
+/// Looking for a region off EC2, the SDK warns once per attempt with a raw debug dump of the
+/// IMDS answer; the agent's own exit-78 line says what to set. Appended unless the user's
+/// filter names aws_config (RUST_LOG=aws_config=debug shows why each source had none).
+const QUIET_IMDS_REGION: &str = "aws_config::imds::region=error";
 /// Lines held for a slow stdout before new ones are dropped: about 300 KB of logs.
 pub const BUFFERED_LINES: usize = 1024;
 
@@ -44,6 +48,9 @@ pub fn directives(filter: &str) -> String {
     }
     if !filter.contains("tokio_cron_scheduler") {
         out = format!("{out},{QUIET_CRON}");
+    }
+    if !filter.contains("aws_config") {
+        out = format!("{out},{QUIET_IMDS_REGION}");
     }
     out
 }
@@ -248,8 +255,19 @@ mod tests {
 
     #[test]
     fn the_cron_crates_start_up_lines_stay_quiet_unless_asked_for() {
-        assert!(directives("info").ends_with(",tokio_cron_scheduler=warn"));
+        assert!(directives("info").contains(",tokio_cron_scheduler=warn"));
         assert!(!directives("info,tokio_cron_scheduler=debug").contains("=warn"));
+    }
+
+    #[test]
+    fn the_imds_region_lookup_warns_only_when_asked_for() {
+        use tracing::Level;
+        let t: Targets = directives("info").parse().unwrap();
+        assert!(!t.would_enable("aws_config::imds::region", &Level::WARN));
+        assert!(t.would_enable("aws_config::imds::region", &Level::ERROR));
+        assert!(t.would_enable("aws_config::profile", &Level::WARN));
+        let t: Targets = directives("info,aws_config=debug").parse().unwrap();
+        assert!(t.would_enable("aws_config::imds::region", &Level::DEBUG));
     }
 
     /// A writer that never returns until it is released: a pipe nobody reads.

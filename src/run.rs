@@ -117,7 +117,7 @@ pub async fn agent(mode: Mode, open_files: Option<u64>) -> Result<Exit, RunError
         let Some(region) = sdk.region() else {
             error!(
                 variables = "AWS_REGION",
-                "invalid configuration: AWS_REGION is unset and no region was found in the profile, ECS or IMDS: set AWS_REGION, e.g. AWS_REGION=us-east-1"
+                "invalid configuration: AWS_REGION is unset and no region was found in the profile, ECS or IMDS: set AWS_REGION, e.g. AWS_REGION=us-east-1 (RUST_LOG=aws_config=debug shows why each source had none)"
             );
             return Ok(Exit::Config);
         };
@@ -226,7 +226,7 @@ pub async fn monitoring(output: Output, settings: Settings) -> Exit {
         Output::Dashboard => {
             let Some(region) = config.aws_region.as_deref() else {
                 eprintln!(
-                    "invalid configuration: AWS_REGION is unset: the dashboard's widgets name the region the agent publishes to. Fix: set AWS_REGION, e.g. AWS_REGION=us-east-1"
+                    "invalid configuration: AWS_REGION is unset: the dashboard's widgets name the region the agent publishes to. Fix: set AWS_REGION, e.g. AWS_REGION=us-east-1 (RUST_LOG=aws_config=debug shows why each source had none)"
                 );
                 return Exit::Config;
             };
