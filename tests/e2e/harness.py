@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,11 +174,16 @@ class LocalStack:
 
     def _start(self, timeout):
         pem = _ensure_cert()
-        # Its own TMPDIR: two LocalStacks sharing one clear each other's CloudWatch database.
-        tmp = STATE / "tmp"
+        # Its own TMPDIR and volume, by port: two LocalStacks sharing one (two test runs, or
+        # `make demo` beside `make test`) clear each other's CloudWatch database.
+        run = STATE / f"run-{self.port}"
+        shutil.rmtree(run, ignore_errors=True)
+        tmp = run / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
+        self.run_dir = run
+        self.log = run / "localstack.log"
         env = dict(os.environ, GATEWAY_LISTEN=f"127.0.0.1:{self.port}", SERVICES="cloudwatch,cloudformation",
-                   DNS_ADDRESS="0", LOCALSTACK_VOLUME_DIR=str(STATE), CUSTOM_SSL_CERT_PATH=str(pem),
+                   DNS_ADDRESS="0", LOCALSTACK_VOLUME_DIR=str(run), CUSTOM_SSL_CERT_PATH=str(pem),
                    SKIP_SSL_CERT_DOWNLOAD="1", DISABLE_EVENTS="1", LOCALSTACK_TELEMETRY_DISABLED="1",
                    TMPDIR=str(tmp))
         self.proc = subprocess.Popen([str(VENV_PY), "-m", "localstack.runtime.main"], env=env,
@@ -200,6 +206,9 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        # Its database and temporary files; the log stays for whoever reads a failure.
+        if getattr(self, "run_dir", None):
+            shutil.rmtree(self.run_dir / "tmp", ignore_errors=True)
 
 
 def post_control(port, path, **params):
