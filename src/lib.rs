@@ -18,6 +18,8 @@ pub mod bench;
 mod buffer;
 mod config;
 mod exit;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod logging;
 mod metric;

@@ -1,0 +1,4 @@
+#![no_main]
+// The invariants live in the library (src/fuzzing/connect.rs), so make test replays the corpus
+// through the same code on stable.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cloudwatch_publisher::fuzzing::connect::run(data));
