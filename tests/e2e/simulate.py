@@ -74,7 +74,10 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
         for i in range(agents):
             env = agent_env(proxy.url, namespace, PLUGIN_TARGETS=target, COST_RESOURCES="none",
                             SCHEDULE=f"*/{interval} * * * * *", PUBLISH_SPLAY=splay,
-                            AGENT_NAME=f"sim-{i:04d}", HEALTH_ADDR="", TARGET_TIMEOUT="2s")
+                            AGENT_NAME=f"sim-{i:04d}", HEALTH_ADDR="", TARGET_TIMEOUT="2s",
+                            # The whole fleet flushes at once at the stop, through the quota:
+                            # room for that on a loaded machine, so exit 0 means nothing lost.
+                            SHUTDOWN_TIMEOUT="60s")
             procs.append(Agent(env, binary=binary).start())
         started = time.time()
         # The steady state is measured from the first tick after every agent runs until the
@@ -92,7 +95,7 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
         for a in procs:
             a.signal(signal.SIGTERM)
         for a in procs:
-            codes.append(a.wait(30))
+            codes.append(a.wait(90))
     finally:
         for a in procs:
             a.kill()

@@ -163,6 +163,7 @@ def written_ahead(agents):
     return out
 
 
+@pytest.mark.timeout(600)
 def test_kill_9_at_random_points_loses_no_collected_cycle(localstack, reader, fleet, namespace, proxy, tmp_path):
     clock(fleet)
     # One slow region: collection lasts 150 ms, so some kills land mid-collection.
@@ -191,8 +192,9 @@ def test_kill_9_at_random_points_loses_no_collected_cycle(localstack, reader, fl
     final = Agent(env).start()
     agents.append(final)
     try:
-        final.wait_cycles(2, timeout=30)
-        wait_drained(final)
+        final.wait_cycles(2, timeout=60)
+        # LocalStack takes a backlog slowly on a loaded machine; only the event counts.
+        wait_drained(final, timeout=180)
         final.signal(signal.SIGTERM)
         assert final.wait(20) == 0
     finally:

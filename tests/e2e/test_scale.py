@@ -4,6 +4,8 @@ and throttling the rest as CloudWatch does. Synchronized (PUBLISH_SPLAY=0) they 
 at every tick yet lose nothing; splayed, each keeps its own offset, the fleet spreads over the
 interval and the throttling all but stops. `make simulate` runs the same at 100 agents."""
 
+import pytest
+
 from simulate import fraction, simulate
 
 AGENTS, RATE, INTERVAL, TICKS = 24, 6, 10, 3
@@ -15,6 +17,8 @@ def test_the_model_hashes_as_the_agent_does():
     assert fraction("sim-0000", "h") == 0.5665255632013562
 
 
+# Two runs of 24 agents, each 3 ticks of 10 s and a flush through the quota.
+@pytest.mark.timeout(900)
 def test_a_splayed_fleet_stays_under_the_quota_and_a_synchronized_one_loses_nothing(localstack, fleet):
     off = simulate(localstack, fleet, AGENTS, RATE, "0", TICKS, INTERVAL)
     on = simulate(localstack, fleet, AGENTS, RATE, "50%", TICKS, INTERVAL)  # the default
