@@ -455,26 +455,36 @@ class Agent:
         finally:
             self.kill()
 
-    def run_changing(self, change, then, timeout=20):
-        """Starts the agent, lets one cycle pass, calls `change()`, lets `then` more cycles
-        pass, and stops it with SIGTERM: its exit code."""
+    def run_changing(self, change, then, timeout=30):
+        """Starts the agent, lets one cycle pass, calls `change()`, lets `then` cycles that
+        started after it run, and stops the agent with SIGTERM: its exit code, and those
+        cycles. A cycle started after the change when its stamp (its start, in whole
+        seconds) is later than the moment change() returned; counting log lines instead
+        would count a cycle that collected before the change and had not logged yet."""
         self.start()
         try:
             self.wait_cycles(1, timeout)
             change()
-            self.wait_cycles(len(self.cycles()) + then, timeout)
+            changed = datetime.datetime.now(datetime.timezone.utc)
+
+            def after():
+                return [c for c in self.cycles() if parse_ts(c["cycle_timestamp"]) > changed]
+
+            wait_for(lambda: len(after()) >= then, timeout, f"{then} cycles started after the change")
             self.signal(signal.SIGTERM)
-            return self.wait(15)
+            return self.wait(30), after()
         finally:
             self.kill()
 
     def stop(self, *signals, timeout=15):
-        """Sends the signals a second apart: the exit code, and the seconds from the first
-        signal to the exit."""
+        """Sends the signals, each once the agent has said it is stopping (so a second one
+        lands during the shutdown): the exit code, and the seconds from the first signal to
+        the exit."""
         sent = time.monotonic()
         for i, sig in enumerate(signals):
             if i:
-                time.sleep(1)
+                wait_for(lambda: any(l.get("message", "").startswith("stopping") for l in self.logs()),
+                         timeout, "the agent's stopping line")
             self.signal(sig)
         code = self.wait(timeout)
         return code, time.monotonic() - sent

@@ -3,6 +3,7 @@ them: /healthz turning 503 when CloudWatch goes away and 200 when it is back, th
 `healthcheck` command's exit code, /metrics read by an independent Prometheus parser, and the
 self metrics read back from CloudWatch."""
 
+import datetime
 import json
 import os
 import resource
@@ -33,6 +34,52 @@ def healthz(agent):
     return status, json.loads(body)
 
 
+CYCLES = ("cloudwatch_publisher_cycles_total", frozenset())
+
+
+def counted_and_logged(agent, key, logged, timeout=30):
+    """A /metrics scrape and the log lines of what it counts under `key`, read so that they
+    describe the same moment: (the scrape, the lines).
+
+    The agent counts an event in /metrics before it logs the event's line, and the line then
+    takes a moment to reach the test through the log writer and the pipe. So: scrape, wait
+    for as many lines as the scrape counts, and keep them only if a second scrape counts the
+    same (nothing new happened meanwhile); else try again. With a correct agent the lines are
+    then exactly as many as the count: a counter that counts events nobody logged never gets
+    its lines (a timeout), one that misses logged events is behind the lines."""
+    got = {}
+
+    def agree():
+        metrics = scrape(agent)
+        counted = metrics[key]
+        if len(logged()) < counted:
+            return False  # the lines of what was counted are on their way
+        lines = logged()
+        if scrape(agent)[key] != counted:
+            return False  # one more happened meanwhile: read both again
+        got.update(metrics=metrics, lines=lines)
+        return True
+
+    wait_for(agree, timeout, f"the log lines of what /metrics counts in {key[0]}")
+    return got["metrics"], got["lines"]
+
+
+def between_cycles(agent, read, timeout=30):
+    """`read()` taken between two /metrics scrapes that count the same cycles, so that it and
+    the second scrape (returned with it) see one state of the agent: a cycle ending in
+    between would change the queue. (read's result, the scrape)."""
+    got = {}
+
+    def quiet():
+        before = scrape(agent)[CYCLES]
+        got["read"] = read()
+        got["metrics"] = scrape(agent)
+        return got["metrics"][CYCLES] == before
+
+    wait_for(quiet, timeout, "a read between two /metrics scrapes of the same cycle count")
+    return got["read"], got["metrics"]
+
+
 def test_healthz_follows_publishing_and_metrics_match_the_logs(localstack, fleet, namespace):
     switch = Switch(localstack.port)
     switch.on()
@@ -40,7 +87,7 @@ def test_healthz_follows_publishing_and_metrics_match_the_logs(localstack, fleet
                             SCHEDULE="*/2 * * * * *", COST_RESOURCES="ec2:t3.micro",
                             TARGET_TIMEOUT="1s", AWS_MAX_ATTEMPTS="1")).start()
     try:
-        agent.wait_cycles(2, timeout=20)
+        agent.wait_cycles(2, timeout=30)
         status, body = healthz(agent)
         assert status == 200 and body["status"] == "ok", body
         code, out = agent.healthcheck()
@@ -48,7 +95,7 @@ def test_healthz_follows_publishing_and_metrics_match_the_logs(localstack, fleet
 
         cycles = agent.cycles()
         m = scrape(agent)
-        assert m[("cloudwatch_publisher_cycles_total", frozenset())] >= len(cycles) >= 2
+        assert m[CYCLES] >= len(cycles) >= 2
         up = {dict(labels)["target"]: (dict(labels)["region"], v)
               for (name, labels), v in m.items() if name == "cloudwatch_publisher_target_up"}
         assert len(up) == 12
@@ -56,43 +103,45 @@ def test_healthz_follows_publishing_and_metrics_match_the_logs(localstack, fleet
         assert [r for r, v in up.values() if v == 0.0] == ["", ""]  # the two ports nobody serves
         latencies = [v for (name, _), v in m.items()
                      if name == "cloudwatch_publisher_target_health_latency_seconds"]
+        # Under the 1 s TARGET_TIMEOUT: a slower probe is a timeout, and the target down.
         assert len(latencies) == 10 and all(0 < v < 1 for v in latencies)
         assert m[("cloudwatch_publisher_put_metric_data_failures_total", frozenset())] == 0
-        assert m[("cloudwatch_publisher_last_success_timestamp_seconds", frozenset())] > time.time() - 10
+        # The last success is the end of the last cycle /metrics counts (every publish so far
+        # succeeded): no earlier than the start of the last cycle logged before the scrape,
+        # and not in the future.
+        last_success = m[("cloudwatch_publisher_last_success_timestamp_seconds", frozenset())]
+        assert parse_ts(cycles[-1]["cycle_timestamp"]).timestamp() <= last_success <= time.time(), (
+            last_success, cycles[-1])
 
         # CloudWatch goes away: after two intervals without a publish, /healthz says 503.
         switch.off()
-        wait_for(lambda: healthz(agent)[0] == 503, 15, "/healthz to turn 503")
-        status, body = healthz(agent)
-        assert body["status"] == "unhealthy" and "no cycle since the tick at" in body["reason"], body
+        wait_for(lambda: healthz(agent)[0] == 503, 30, "/healthz to turn 503")
+        # /healthz and /metrics read between the same two cycles: each cycle adds to the queue.
+        (status, body), m = between_cycles(agent, lambda: healthz(agent))
+        assert status == 503 and body["status"] == "unhealthy", body
+        assert "no cycle since the tick at" in body["reason"], body
         assert body["queued"] > 0
-        code, out = agent.healthcheck()
-        assert code == 1 and "unhealthy" in out, out
-        m = scrape(agent)
         assert m[("cloudwatch_publisher_put_metric_data_failures_total", frozenset())] > 0
         assert m[("cloudwatch_publisher_cycles_failed_total", frozenset())] > 0
         assert m[("cloudwatch_publisher_datums_queued", frozenset())] == body["queued"]
+        code, out = agent.healthcheck()
+        assert code == 1 and "unhealthy" in out, out
 
         # Back: the queue drains and /healthz is 200 again.
         switch.on()
-        wait_for(lambda: healthz(agent)[0] == 200, 15, "/healthz to recover")
-        agent.wait_cycles(len(agent.cycles()) + 1, timeout=10)
+        wait_for(lambda: healthz(agent)[0] == 200, 30, "/healthz to recover")
+        agent.wait_cycles(len(agent.cycles()) + 1, timeout=20)
         assert scrape(agent)[("cloudwatch_publisher_datums_queued", frozenset())] == 0
 
-        # /metrics agrees with the cycle log lines, read on both sides of one scrape.
-        for _ in range(5):
-            before = agent.cycles()
-            m = scrape(agent)
-            time.sleep(0.2)
-            if len(agent.cycles()) == len(before):
-                break
-        assert m[("cloudwatch_publisher_cycles_total", frozenset())] == len(before)
+        # /metrics agrees with the cycle log lines: every cycle counted once, with its figures.
+        m, lines = counted_and_logged(agent, CYCLES, agent.cycles)
+        assert m[CYCLES] == len(lines)
         assert m[("cloudwatch_publisher_datums_published_total", frozenset())] == sum(
-            c["published"] for c in before)
+            c["published"] for c in lines)
         assert m[("cloudwatch_publisher_put_metric_data_calls_total", frozenset())] == sum(
-            c["calls"] for c in before)
+            c["calls"] for c in lines)
         agent.signal(signal.SIGTERM)
-        assert agent.wait(15) == 0
+        assert agent.wait(30) == 0
     finally:
         agent.kill()
         switch.off()
@@ -102,7 +151,7 @@ def test_self_metrics_describe_each_cycle_under_the_agent_dimension_only(localst
     agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
                             SCHEDULE="*/2 * * * * *", COST_RESOURCES="none",
                             AGENT_NAME="e2e-agent"))
-    assert agent.run_cycles(3, timeout=20) == 0
+    assert agent.run_cycles(3, timeout=30) == 0
     cycles = agent.cycles()
     dims = {"Agent": "e2e-agent"}
     own = {(n, d) for n, d in reader.metrics(namespace) if ("Agent", "e2e-agent") in d}
@@ -173,7 +222,7 @@ def test_a_connection_flood_on_the_health_port_never_fails_plugin_probes(localst
                   nofile=(256, 256)).start()
     flood = []
     try:
-        wait_for(lambda: agent.cycles(), 15, "the first cycle")
+        wait_for(lambda: agent.cycles(), 30, "the first cycle")
         host, port = agent.env["HEALTH_ADDR"].rsplit(":", 1)
         for _ in range(1100):
             s = socket.socket()
@@ -183,15 +232,20 @@ def test_a_connection_flood_on_the_health_port_never_fails_plugin_probes(localst
             else:
                 s.close()
         assert len(flood) > 900
-        n = len(agent.cycles())
+        flooded = datetime.datetime.now(datetime.timezone.utc)
+
+        def during():
+            """The cycles that started once the flood was open (a cycle's stamp is its start
+            in whole seconds); a cycle that collected before it may still log after it."""
+            return [c for c in agent.cycles() if parse_ts(c["cycle_timestamp"]) > flooded]
+
         fds = []
-        deadline = time.monotonic() + 20
-        while len(agent.cycles()) < n + 3 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while len(during()) < 3 and time.monotonic() < deadline:
             fds.append(len(os.listdir(f"/proc/{agent.proc.pid}/fd")))
-            time.sleep(0.05)
-        during = agent.cycles()[n:]
-        assert len(during) >= 3
-        assert all(c["healthy"] == 10 and c["unhealthy"] == 0 for c in during), during
+            time.sleep(0.05)  # the sampling rate of the descriptor count, not a wait
+        assert len(during()) >= 3, "three cycles during the flood within 60 s"
+        assert all(c["healthy"] == 10 and c["unhealthy"] == 0 for c in during()), during()
         assert not [l for l in agent.logs() if "Too many open files" in json.dumps(l)]
         assert max(fds) < 160, max(fds)
         def answers():
@@ -199,7 +253,10 @@ def test_a_connection_flood_on_the_health_port_never_fails_plugin_probes(localst
                 return http_get(agent.health_url("/healthz"), timeout=1)[0] == 200
             except OSError:
                 return False
-        wait_for(answers, 10, "/healthz to answer during the flood")
+        # README: a client has 2 s to send its headers and a connection lives at most 10 s,
+        # so the flood's idle connections give their slots back within 10 s of opening; the
+        # flood sockets stay open on this side meanwhile. 30 s is an upper bound, not a guess.
+        wait_for(answers, 30, "/healthz to answer during the flood")
         print(f"descriptors in use during the flood: at most {max(fds)}")
     finally:
         for s in flood:

@@ -103,7 +103,8 @@ def test_alarms_follow_a_region_down_and_up_and_the_agent_stopping(localstack, n
         wait_for(lambda: states(cw, namespace)[plugin[down]] == "OK", 90, f"{down}'s alarm to clear")
         assert all(states(cw, namespace)[a] == "OK" for a in watched)
 
-        code, _ = agent.stop(signal.SIGTERM)
+        # Default SHUTDOWN_TIMEOUT (10 s) plus the 1.5 s log flush, with room for a loaded machine.
+        code, _ = agent.stop(signal.SIGTERM, timeout=30)
         assert code == 0
     finally:
         agent.kill()
@@ -174,7 +175,10 @@ def test_plugins_that_hang_or_lie_cost_only_themselves(localstack, namespace, fl
     code, out, err = monitoring(env, "alarms")
     took = time.monotonic() - started
     assert code == 0, err
-    assert took < 5, took
+    # README: all targets are probed at once, so finding the regions lasts as long as the
+    # slowest target, at most TARGET_TIMEOUT (1 s): the hung plugin costs that, not the
+    # command's own 30 s. The rest (a process start, the output) gets 4 s on a loaded machine.
+    assert took < 1 + 4, took
     names = {json.loads(line)["AlarmName"] for line in out.splitlines()}
     found = {n.rsplit("/", 1)[1] for n in names if "/PluginDown/" in n}
     assert found == set(fleet.regions) - {"us-west-2", "eu-west-1"}

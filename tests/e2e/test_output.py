@@ -12,6 +12,14 @@ from test_health import scrape
 
 DROPPED = ("cloudwatch_publisher_log_lines_dropped_total", frozenset())
 CYCLES = ("cloudwatch_publisher_cycles_total", frozenset())
+# The documented bound on an exit after SIGTERM: the SHUTDOWN_TIMEOUT these agents run with,
+# then at most 1.5 s for the output writer to write what is queued (README, "Logs": "At exit
+# the writer gets at most 1.5 s"). A loaded machine gets a few seconds more; an exit that
+# waited on the stalled pipe would never come (Agent.stop's timeout).
+SHUTDOWN_TIMEOUT_S = 2
+FLUSH_AT_EXIT_S = 1.5
+LOAD_MARGIN_S = 3
+EXIT_BOUND_S = SHUTDOWN_TIMEOUT_S + FLUSH_AT_EXIT_S + LOAD_MARGIN_S
 
 
 def dropped(agent):
@@ -26,9 +34,10 @@ def stalled_agent(localstack, fleet, namespace, **env):
     """An agent at trace level (hundreds of lines a cycle) whose stdout is never read."""
     agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
                             SCHEDULE="* * * * * *", COST_RESOURCES="ec2:t3.micro",
-                            TARGET_TIMEOUT="500ms", SHUTDOWN_TIMEOUT="2s", RUST_LOG="trace", **env))
+                            TARGET_TIMEOUT="500ms", SHUTDOWN_TIMEOUT=f"{SHUTDOWN_TIMEOUT_S}s", RUST_LOG="trace",
+                            **env))
     agent.start(read=False)
-    wait_for(lambda: dropped(agent) > 0, 30, "log lines to be dropped")
+    wait_for(lambda: dropped(agent) > 0, 60, "log lines to be dropped")
     return agent
 
 
@@ -36,19 +45,27 @@ def test_a_stdout_nobody_reads_stops_neither_cycles_nor_health_nor_sigterm(local
     agent = stalled_agent(localstack, fleet, namespace)
     try:
         cycles = scrape(agent)[CYCLES]
-        for _ in range(5):
+        probes = []
+
+        def probe():
+            """One /healthz probe; done once at least five were made and two more cycles ran
+            meanwhile, so the probes span cycles writing to the stalled pipe."""
             started = time.monotonic()
             status, _, body = http_get(agent.health_url("/healthz"), timeout=2)
+            probes.append(time.monotonic() - started)
             assert status == 200 and json.loads(body)["status"] == "ok"
-            assert time.monotonic() - started < 1
-            time.sleep(0.3)
-        wait_for(lambda: scrape(agent)[CYCLES] >= cycles + 2, 10, "cycles to go on")
+            return len(probes) >= 5 and scrape(agent)[CYCLES] >= cycles + 2
+
+        wait_for(probe, 30, "two more cycles while /healthz is probed")
+        # docs/testing.md: /healthz answers under 1 s (in milliseconds when nothing blocks).
+        assert max(probes) < 1, probes
         fds = len(os.listdir(f"/proc/{agent.proc.pid}/fd"))
-        code, took = agent.stop(signal.SIGTERM, timeout=10)
+        code, took = agent.stop(signal.SIGTERM, timeout=EXIT_BOUND_S + 10)
     finally:
         agent.kill()
-    # SHUTDOWN_TIMEOUT is 2 s; the log writer gets at most about 1 s more to flush.
-    assert code == 0 and took < 4, (code, took)
+    # Everything is delivered at once (CloudWatch is up); only the stalled log writer's
+    # flush is waited for, and that for at most its documented 1.5 s.
+    assert code == 0 and took < EXIT_BOUND_S, (code, took)
     print(f"exit after SIGTERM with a blocked stdout: {took:.2f}s; descriptors in use: {fds}")
 
 
@@ -58,7 +75,7 @@ def test_the_drop_count_is_said_once_the_output_drains(localstack, fleet, namesp
         agent.read_logs()
         wait_for(lambda: agent.messages(
             "log lines were dropped because the log output was not being read (stdout or stderr full)"),
-            15, "the dropped-lines warning")
+            30, "the dropped-lines warning")
         [first, *_] = agent.messages(
             "log lines were dropped because the log output was not being read (stdout or stderr full)")
         assert first["level"] == "WARN" and first["dropped"] > 0
@@ -72,20 +89,23 @@ def test_the_drop_count_is_said_once_the_output_drains(localstack, fleet, namesp
 def test_dry_run_output_nobody_reads_keeps_the_datums_and_sigterm_holds(fleet, namespace):
     env = agent_env("http://127.0.0.1:9", namespace, PLUGIN_PORTS=fleet.ports_spec(12),
                     SCHEDULE="* * * * * *", COST_RESOURCES="ec2:t3.micro,ec2:m5.large,ebs:gp3?size=100",
-                    TARGET_TIMEOUT="500ms", SHUTDOWN_TIMEOUT="2s")
+                    TARGET_TIMEOUT="500ms", SHUTDOWN_TIMEOUT=f"{SHUTDOWN_TIMEOUT_S}s")
     agent = Agent(env, args=["--dry-run"])
     agent.start(logs_on_stderr=True)
     try:
-        wait_for(lambda: agent.messages("PutMetricData failed; datums kept for the next cycle"), 60,
+        # About twenty 1-second cycles fill the pipe and the 16 queued batches.
+        wait_for(lambda: agent.messages("PutMetricData failed; datums kept for the next cycle"), 150,
                  "the datum output to fill up")
         failed = agent.messages("PutMetricData failed; datums kept for the next cycle")[0]
         assert "stdout is not being read" in failed["error"]
         status, _, _ = http_get(agent.health_url("/healthz"), timeout=2)
         assert status in (200, 503)
-        code, took = agent.stop(signal.SIGTERM, timeout=10)
+        code, took = agent.stop(signal.SIGTERM, timeout=EXIT_BOUND_S + 10)
     finally:
         agent.kill()
-    # What could not be printed was queued, and is lost only at exit: said, and exit 1.
-    assert code == 1 and took < 4, (code, took)
+    # What could not be printed was queued, and is lost only at exit: said, and exit 1; the
+    # drain within SHUTDOWN_TIMEOUT, then at most 1.5 s for the stalled datum writer (the log,
+    # on stderr, is read).
+    assert code == 1 and took < EXIT_BOUND_S, (code, took)
     assert [c for c in agent.cycles() if c["queued"] > 0]
     assert agent.messages("stopped with datums CloudWatch did not take")

@@ -3,8 +3,8 @@ CloudWatch going away and coming back."""
 
 import datetime
 
-from harness import Agent, Switch, agent_env, parse_ts
-from test_health import scrape
+from harness import Agent, Switch, agent_env, parse_ts, wait_for
+from test_health import counted_and_logged
 
 SKIPPED = "previous cycle still running; this tick is skipped"
 
@@ -13,10 +13,22 @@ def stamps(agent):
     return [parse_ts(c["cycle_timestamp"]) for c in agent.cycles()]
 
 
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def wait_cycles_after(agent, moment, n, timeout=30):
+    """Waits for `n` cycles that started after `moment`: their stamp (the start, in whole
+    seconds) is later. Counting log lines instead would count a cycle that collected before
+    `moment` and had not logged yet."""
+    wait_for(lambda: len([s for s in stamps(agent) if s > moment]) >= n, timeout,
+             f"{n} cycles started after {moment}")
+
+
 def test_cycles_run_on_the_schedule_and_sigterm_exits_0(localstack, reader, fleet, namespace):
     agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
                             SCHEDULE="*/2 * * * * *", COST_RESOURCES="ec2:t3.micro"))
-    assert agent.run_cycles(3, timeout=20) == 0
+    assert agent.run_cycles(3, timeout=30) == 0
     cycles = stamps(agent)
     # The first cycle runs at start; the rest on even seconds, each its own timestamp.
     assert len(set(cycles)) == len(cycles) >= 3
@@ -32,14 +44,13 @@ def test_a_port_that_answered_then_fails_is_reported_down_under_its_last_region(
     agent = Agent(agent_env(localstack.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12),
                             SCHEDULE="*/2 * * * * *", COST_RESOURCES="none", TARGET_TIMEOUT="1s")).start()
     try:
-        agent.wait_cycles(1, timeout=15)
+        agent.wait_cycles(1, timeout=30)
         fleet.mode("us-west-1", "down")  # port base+9, "8010"
-        n = len(agent.cycles())
-        agent.wait_cycles(n + 2, timeout=15)
+        wait_cycles_after(agent, now(), 2)
         fleet.mode("us-west-1", "ok")
-        agent.wait_cycles(n + 4, timeout=15)
+        wait_cycles_after(agent, now(), 2)
         agent.signal()
-        assert agent.wait(15) == 0
+        assert agent.wait(30) == 0
     finally:
         agent.kill()
     cycles = stamps(agent)
@@ -57,15 +68,14 @@ def test_a_tick_is_skipped_while_a_cycle_runs_and_never_doubled(localstack, flee
     agent = Agent(agent_env(localstack.url, namespace, PLUGIN_TARGETS=targets, SCHEDULE="* * * * * *",
                             TARGET_TIMEOUT="2500ms", COST_RESOURCES="none")).start()
     try:
-        agent.wait_cycles(3, timeout=20)
-        # /metrics counts what the log says, read on both sides of one scrape.
-        for _ in range(10):
-            before = len(agent.messages(SKIPPED))
-            skipped_total = scrape(agent)[("cloudwatch_publisher_ticks_skipped_total", frozenset())]
-            if len(agent.messages(SKIPPED)) == before:
-                break
+        agent.wait_cycles(3, timeout=60)
+        # /metrics counts what the log says: a scrape and the skipped-tick lines of the
+        # ticks it counts (each is counted before its line is logged).
+        key = ("cloudwatch_publisher_ticks_skipped_total", frozenset())
+        m, lines = counted_and_logged(agent, key, lambda: agent.messages(SKIPPED))
+        skipped_total, before = m[key], len(lines)
         agent.signal()
-        assert agent.wait(15) == 0
+        assert agent.wait(30) == 0
     finally:
         agent.kill()
     assert before > 0 and skipped_total == before
@@ -84,12 +94,11 @@ def test_cloudwatch_unreachable_then_back_delivers_queued_datums_with_their_time
     agent = Agent(agent_env(switch.url, namespace, PLUGIN_PORTS=fleet.ports_spec(2),
                             SCHEDULE="*/3 * * * * *", COST_RESOURCES="none", AWS_MAX_ATTEMPTS="1")).start()
     try:
-        agent.wait_cycles(2, timeout=20)
+        agent.wait_cycles(2, timeout=30)
         switch.on()
-        n = len(agent.cycles())
-        agent.wait_cycles(n + 2, timeout=20)
+        wait_cycles_after(agent, now(), 2)
         agent.signal()
-        assert agent.wait(20) == 0
+        assert agent.wait(30) == 0
     finally:
         agent.kill()
         switch.off()
