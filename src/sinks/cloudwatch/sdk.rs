@@ -1,10 +1,21 @@
 //! The SDK side of the CloudWatch sink: builds `MetricDatum`s, sends PutMetricData, and
-//! sorts the SDK's errors into retry, split-and-drop, or give up for now.
+//! sorts the SDK's errors into retry, split-and-drop, or give up for now. The SDK's HTTP
+//! client is wrapped here so that no answer's body is held past [`MAX_RESPONSE_BODY`].
 
+use aws_sdk_cloudwatch::config::{
+    ConfigBag, HttpClient, RuntimeComponents, RuntimeComponentsBuilder, SharedHttpClient,
+};
 use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_types::body::SdkBody;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::{MetricSink, PutError};
 use crate::metric::{Metric, Value};
@@ -16,18 +27,95 @@ use crate::metric::{Metric, Value};
 /// save 19 KB a minute. Backlogs and large scrapes (bodies near 1 MB) are still compressed.
 pub const MIN_COMPRESSED_BODY: u32 = 64 * 1024;
 
-/// The SDK's configuration for the agent: its HTTPS client, and bodies compressed from
-/// [`MIN_COMPRESSED_BODY`] unless the environment sets a threshold of its own (which the
-/// SDK then reads itself).
-pub fn loader(
-    http: aws_sdk_cloudwatch::config::SharedHttpClient,
-    threshold_in_env: bool,
-) -> aws_config::ConfigLoader {
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+/// The most bytes of an answer's body the SDK may read. PutMetricData answers a few hundred
+/// bytes, and so do the credential endpoints that share the client; the SDK holds a body
+/// whole before decoding it, so without this an endpoint set by AWS_ENDPOINT_URL that
+/// answered a gigabyte took two of memory.
+pub const MAX_RESPONSE_BODY: usize = 1 << 20;
+
+/// A body cut at [`MAX_RESPONSE_BODY`]: the request fails with this, naming the likely cause.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the answer's body is over {} KiB, which no CloudWatch answer is: check AWS_ENDPOINT_URL",
+    MAX_RESPONSE_BODY >> 10
+)]
+pub struct ResponseTooLarge;
+
+/// The SDK's configuration for the agent: its HTTPS client with every answer's body bounded
+/// ([`bounded`]), and bodies compressed from [`MIN_COMPRESSED_BODY`] unless the environment
+/// sets a threshold of its own (which the SDK then reads itself).
+pub fn loader(http: SharedHttpClient, threshold_in_env: bool) -> aws_config::ConfigLoader {
+    let loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(bounded(http));
     if threshold_in_env {
         loader
     } else {
         loader.request_min_compression_size_bytes(MIN_COMPRESSED_BODY)
+    }
+}
+
+/// `http` with the body of every answer cut at [`MAX_RESPONSE_BODY`]: reading past it fails
+/// the request with [`ResponseTooLarge`] instead of holding more.
+pub fn bounded(http: SharedHttpClient) -> SharedHttpClient {
+    SharedHttpClient::new(Bounded(http))
+}
+
+#[derive(Debug)]
+struct Bounded(SharedHttpClient);
+
+impl HttpClient for Bounded {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(BoundedConnector(
+            self.0.http_connector(settings, components),
+        ))
+    }
+
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.validate_base_client_config(components, cfg)
+    }
+
+    fn validate_final_config(
+        &self,
+        components: &RuntimeComponents,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
+#[derive(Debug)]
+struct BoundedConnector(SharedHttpConnector);
+
+impl HttpConnector for BoundedConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let answer = self.0.call(request);
+        HttpConnectorFuture::new(async move {
+            Ok(answer.await?.map(|body| {
+                SdkBody::from_body_1_x(Limited::new(body, MAX_RESPONSE_BODY).map_err(too_large))
+            }))
+        })
+    }
+}
+
+fn too_large(e: BoxError) -> BoxError {
+    if e.is::<LengthLimitError>() {
+        Box::new(ResponseTooLarge)
+    } else {
+        e
     }
 }
 
@@ -83,6 +171,8 @@ pub(crate) fn to_metric_datum(d: &Metric) -> MetricDatum {
 fn classify(err: SdkError<PutMetricDataError>) -> PutError {
     let text = DisplayErrorContext(&err).to_string();
     match &err {
+        // Not a fault that passes: the same endpoint will answer the same way.
+        SdkError::ResponseError(_) if caused_by::<ResponseTooLarge>(&err) => PutError::Failed(text),
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             PutError::Retryable(text)
         }
@@ -106,6 +196,18 @@ fn classify(err: SdkError<PutMetricDataError>) -> PutError {
         }
         _ => PutError::Failed(text),
     }
+}
+
+/// Whether `E` is among the causes of `err`.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<E>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -245,6 +347,61 @@ mod tests {
         let (size, encoding) = wire(&batch, true).await;
         assert_eq!(encoding.as_deref(), Some("gzip"));
         assert!(size * 3 < plain, "gzip {size} vs plain {plain}");
+    }
+
+    /// Issue 21 item 12: an endpoint (AWS_ENDPOINT_URL) answering 200 with a 64 MiB body.
+    /// The agent stops reading past 1 MiB and gives the batch up for this cycle, naming the
+    /// endpoint setting; before, the SDK read and held all of it.
+    #[tokio::test]
+    async fn an_answer_body_over_1_mib_fails_the_request_unread() {
+        use std::io::{Read, Write};
+        const BODY: usize = 64 << 20;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.read(&mut [0; 64 << 10]);
+            // Bounds the test if the client stops reading without hanging up.
+            s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\nsmithy-protocol: rpc-v2-cbor\r\ncontent-length: {BODY}\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            let chunk = vec![0u8; 64 << 10];
+            let mut sent = 0;
+            while sent < BODY {
+                match s.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            sent
+        });
+        use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_cloudwatch::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+            .endpoint_url(url)
+            .retry_config(aws_sdk_cloudwatch::config::retry::RetryConfig::disabled())
+            .http_client(bounded(aws_smithy_http_client::Builder::new().build_http()))
+            .build();
+        let sink = CloudWatchSink::new(aws_sdk_cloudwatch::Client::from_conf(conf));
+        let e = sink.put(NS_MAX, &data(0..1)).await.expect_err("no answer");
+        let sent = tokio::task::spawn_blocking(move || server.join().unwrap())
+            .await
+            .unwrap();
+        match e {
+            PutError::Failed(text) => assert!(
+                text.contains(
+                    "the answer's body is over 1024 KiB, which no CloudWatch answer is: check AWS_ENDPOINT_URL"
+                ),
+                "{text}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // What the socket buffers took beyond the 1 MiB read, and no more.
+        assert!(sent < 8 << 20, "{sent} bytes sent before the agent hung up");
     }
 
     #[test]
