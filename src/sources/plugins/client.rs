@@ -282,21 +282,7 @@ impl PluginClient {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Transport(e.to_string()))?;
         let (status, bytes) = self.send(request, deadline).await?;
-        if status == StatusCode::OK {
-            // serde's messages quote the offending input.
-            serde_json::from_slice(&bytes)
-                .map_err(|e| CallError::Decode(untrusted::remote(&e.to_string())))
-        } else {
-            let parsed: ConnectErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-            Err(CallError::Connect {
-                code: parsed.code.map_or_else(
-                    || code_for_status(status.as_u16()).to_string(),
-                    |c| untrusted::remote(&c),
-                ),
-                message: untrusted::remote(&parsed.message.unwrap_or_default()),
-                status: status.as_u16(),
-            })
-        }
+        decode(status, &bytes)
     }
 
     async fn send(
@@ -321,6 +307,30 @@ impl PluginClient {
         tokio::time::timeout_at(deadline, exchange)
             .await
             .unwrap_or(Err(CallError::Timeout))
+    }
+}
+
+/// A Connect unary answer: the message on 200, else the error its body describes. Pure, so
+/// the fuzz target `connect` runs it on any bytes; every string of the error has been made
+/// safe to log ([`untrusted::remote`]).
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, CallError> {
+    if status == StatusCode::OK {
+        // serde's messages quote the offending input.
+        serde_json::from_slice(body)
+            .map_err(|e| CallError::Decode(untrusted::remote(&e.to_string())))
+    } else {
+        let parsed: ConnectErrorBody = serde_json::from_slice(body).unwrap_or_default();
+        Err(CallError::Connect {
+            code: parsed.code.map_or_else(
+                || code_for_status(status.as_u16()).to_string(),
+                |c| untrusted::remote(&c),
+            ),
+            message: untrusted::remote(&parsed.message.unwrap_or_default()),
+            status: status.as_u16(),
+        })
     }
 }
 
