@@ -5,6 +5,7 @@ Nothing here is a mock: LocalStack speaks the CBOR protocol the SDK sends, the f
 shared/plugin-contract.md, and boto3 reads back what CloudWatch holds.
 """
 
+import ctypes
 import datetime
 import json
 import os
@@ -354,6 +355,8 @@ class Switch(FaultProxy):
         self.set("refuse")
 
 
+PR_SET_PDEATHSIG = 1
+
 # Where each agent's output is kept, a file per process (killed ones included), so a failed
 # test can be read afterwards: conftest.py points it at target/e2e-logs/<test> for each test.
 LOG_DIR = {"path": None, "count": 0}
@@ -386,7 +389,13 @@ class Agent:
         self.started = time.monotonic()
         self.logs_on_stderr = logs_on_stderr
         limit = self.nofile
-        preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit)) if limit else None
+
+        def preexec():
+            # The agent dies with the test process: a test run that is killed leaves no agent
+            # cycling against a LocalStack that is gone (load for whatever runs next).
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if limit:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
         self.proc = subprocess.Popen([*self.wrap, str(self.binary), *self.args], env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=preexec)
