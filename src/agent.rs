@@ -90,6 +90,11 @@ impl<S: MetricSink> Agent<S> {
     /// Waits until `at`, or until the agent is stopping: what it waited.
     async fn wait_to_send(&mut self, at: Instant) -> Duration {
         let started = Instant::now();
+        // A send time already passed (no splay, or collection outlasted it) is no wait: the
+        // timer would still yield once and report the scheduler's delay as `splay_ms`.
+        if at <= started {
+            return Duration::ZERO;
+        }
         let stop = async {
             match self.stopping.as_mut() {
                 Some(rx) => {
