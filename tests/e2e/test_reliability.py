@@ -233,11 +233,14 @@ def test_kill_9_at_random_points_loses_no_collected_cycle(localstack, reader, fl
           f"{answered - made} answered but never delivered (killed before the write-ahead or its line), "
           f"{dups} duplicated; backlog at restart {restored[0]['datums']} datums")
     assert missing == {}, f"seed {seed}: synced cycles missing from CloudWatch (expected, found): {missing}"
-    # Duplicates come only from a request in flight at a kill: none once the kills are over.
-    final_start = min(parse_ts(c["cycle_timestamp"]) for c in final.cycles()) + datetime.timedelta(seconds=1)
-    for region in fleet.regions:
-        got = delivered(reader, namespace, region, final_start, end)
-        assert all(c == len(vs) for vs, c in got.values()), region
+    # Duplicates come only from a request CloudWatch took but whose answer the agent never
+    # had: one in flight at a kill, or one that timed out (LocalStack on a loaded machine can
+    # outlast an attempt). Once the kills are over, none unless the final run saw a failure.
+    if not final.messages("PutMetricData failed; datums kept for the next cycle"):
+        final_start = min(parse_ts(c["cycle_timestamp"]) for c in final.cycles()) + datetime.timedelta(seconds=1)
+        for region in fleet.regions:
+            got = delivered(reader, namespace, region, final_start, end)
+            assert all(c == len(vs) for vs, c in got.values()), region
 
 
 def test_a_corrupted_buffer_costs_only_its_broken_records(localstack, reader, fleet, namespace, proxy, tmp_path):
