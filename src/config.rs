@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::buffer::config::{self as buffer, BufferConfig};
+use crate::logging;
 use crate::schedule::Schedule;
 use crate::sources::plugins::config::{self as plugins, PluginsConfig};
 use crate::sources::prometheus::config::{self as prometheus, PrometheusConfig};
@@ -40,7 +41,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "CLOUDWATCH_NAMESPACE",
         default: DEFAULT_NAMESPACE,
-        meaning: "namespace of every metric; 1-255 chars, not AWS/...",
+        meaning: "namespace of every metric; 1-255 printable ASCII, not AWS/... nor a leading ':'",
         example: "Team/FinOps",
     },
     Variable {
@@ -194,12 +195,21 @@ impl Problems {
     }
 
     /// Records that `variable`'s `value` is not what is `expected`. Both are echoed cut, and
-    /// with any password in a URL redacted.
+    /// with the password and query values of any URL in them redacted (before the cut, which
+    /// could take the `@` that marks a password away). Whoever quotes a URL in `expected`
+    /// redacts it first ([`untrusted::shown_url`]): it is cut there.
     pub fn bad(&mut self, variable: &'static str, value: &str, expected: String) {
+        let shown = untrusted::redact_urls(value);
+        // Our sentence, but it may quote pieces of the value, and a parser's message that
+        // quotes them raw.
+        let mut expected = untrusted::redact_sentence(&expected);
+        if shown != value {
+            expected = untrusted::hide_secret_echoes(&expected, &shown);
+        }
         self.0.push(Problem {
             variable,
-            value: untrusted::cut(&untrusted::redact_userinfo(value), MAX_VALUE_CHARS),
-            expected: untrusted::cut(&untrusted::redact_userinfo(&expected), MAX_EXPECTED_CHARS),
+            value: untrusted::cut(&shown, MAX_VALUE_CHARS),
+            expected: untrusted::cut(&untrusted::escape_controls(&expected), MAX_EXPECTED_CHARS),
         });
     }
 }
@@ -406,21 +416,13 @@ impl Config {
         };
 
         let log_filter = match (raw.rust_log, raw.log_level) {
-            (Some(directives), _) => {
-                match directives.parse::<tracing_subscriber::filter::Targets>() {
-                    Ok(_) => Some(directives),
-                    Err(e) => {
-                        problems.bad(
-                            "RUST_LOG",
-                            &directives,
-                            format!(
-                                "target=level directives such as info,cloudwatch_publisher=debug ({e})"
-                            ),
-                        );
-                        None
-                    }
+            (Some(directives), _) => match logging::check_filter(&directives) {
+                Ok(filter) => Some(filter),
+                Err(why) => {
+                    problems.bad("RUST_LOG", &directives, why);
+                    None
                 }
-            }
+            },
             (None, Some(level)) => {
                 let level = level.trim().to_ascii_lowercase();
                 if ["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
@@ -543,12 +545,15 @@ pub fn check_region(region: &str, expected: &str) -> Result<(), String> {
     if is_region(region) {
         return Ok(());
     }
+    // In `http://u:p=ss@h` the region is `http://u:p`: hidden from its `://` on.
     Err(format!(
         "{expected} ({:?} is not a region name such as us-east-1)",
-        untrusted::cut(region, 40)
+        untrusted::cut(&untrusted::redact_cut_urls(region, false), 40)
     ))
 }
 
+/// CloudWatch's rules for a namespace: 1-255 printable ASCII characters (its pattern is
+/// `[^:].*`, so not a leading colon), and `AWS/` is reserved for AWS's own.
 fn check_namespace(ns: &str) -> Result<(), String> {
     let len = ns.chars().count();
     if len == 0 || len > 255 {
@@ -559,6 +564,9 @@ fn check_namespace(ns: &str) -> Result<(), String> {
     }
     if !ns.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
         return Err("printable ASCII characters".into());
+    }
+    if ns.starts_with(':') {
+        return Err("a namespace that does not start with ':' (CloudWatch refuses it)".into());
     }
     Ok(())
 }
@@ -933,6 +941,70 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("http://***@host:8001"), "{text}");
         assert!(text.contains("credentials"), "{text}");
+    }
+
+    /// The URL shapes that used to print their secret: a `#`, `?` or `/` in the password,
+    /// a query's values; in every variable that takes a URL, and in what each says.
+    #[test]
+    fn no_shape_of_url_echoes_its_secret() {
+        let long = format!("http://u:{}@h:1/m", "s3cret".repeat(50));
+        for (name, value) in [
+            ("PLUGIN_TARGETS", "us-east-1=http://u:p#s3cret@host/"),
+            ("PLUGIN_TARGETS", "us-east-1=http://u:p?s3cret@host:1"),
+            ("PLUGIN_TARGETS", "us-east-1=http://u:p/s3cret@host:1/"),
+            ("PLUGIN_TARGETS", "us-east-1=http://host:1/?token=s3cret"),
+            ("PLUGIN_TARGETS", "http://u:p=s3cret@host:1"),
+            ("SCRAPE_TARGETS", "http://u:p#s3cret@host/"),
+            ("SCRAPE_TARGETS", "http://host:99999/m?token=s3cret"),
+            (
+                "SCRAPE_TARGETS",
+                "http://h:1/m?t=s3cret,http://h:1/m?t=s3cret",
+            ),
+            ("SCRAPE_TARGETS", &long),
+            ("PLUGIN_HOST", "http://u:s3cret@host"),
+            // Found by fuzzing: the list's parser split the password at its comma and
+            // quoted each half where neither looked like a URL.
+            ("SCRAPE_TARGETS", "http://u:s3cret,s3cret@host/m"),
+            ("PLUGIN_TARGETS", "us-east-1=http://u:s3cret,s3cret@host:1"),
+            ("INCLUDE_METRICS", "http://h/m?t=a's3cret"),
+        ] {
+            let e = bad(&[(name, value)]);
+            let text = e.to_string();
+            assert!(!text.contains("s3cret"), "{name}={value}: {text}");
+            assert_eq!(e.variables(), [name], "{name}={value}");
+        }
+        let text = bad(&[("PLUGIN_TARGETS", "us-east-1=http://u:p#s3cret@host/")]).to_string();
+        assert!(text.contains("http://***@host/"), "{text}");
+    }
+
+    #[test]
+    fn a_namespace_may_not_start_with_a_colon() {
+        let e = bad(&[("CLOUDWATCH_NAMESPACE", ":foo")]);
+        assert_eq!(e.variables(), ["CLOUDWATCH_NAMESPACE"]);
+        assert!(e.to_string().contains("does not start with ':'"), "{e}");
+        assert_eq!(
+            ok(&[("CLOUDWATCH_NAMESPACE", "Team:Costs")]).namespace,
+            "Team:Costs"
+        );
+    }
+
+    /// RUST_LOG naming nothing that logs used to be taken, and the agent then printed
+    /// nothing at all, errors included.
+    #[test]
+    fn rust_log_that_matches_nothing_is_refused_with_the_fix() {
+        let e = bad(&[("RUST_LOG", "cloudwatch-publisher=debug")]);
+        assert_eq!(e.variables(), ["RUST_LOG"]);
+        assert!(
+            e.to_string().contains("Fix: write cloudwatch_publisher"),
+            "{e}"
+        );
+        let e = bad(&[("RUST_LOG", "null")]);
+        assert_eq!(e.variables(), ["RUST_LOG"]);
+        assert!(e.to_string().contains("not a level"), "{e}");
+        assert_eq!(
+            ok(&[("RUST_LOG", " warn , cloudwatch_publisher=debug")]).log_filter,
+            "warn,cloudwatch_publisher=debug"
+        );
     }
 
     #[test]

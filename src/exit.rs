@@ -11,8 +11,8 @@ pub enum Exit {
     /// 1: datums could not be delivered (without BUFFER_DIR they are lost with the process),
     /// or a `healthcheck` found the agent unhealthy or silent.
     Failed,
-    /// 78 (EX_CONFIG from sysexits.h): invalid configuration, HEALTH_ADDR unusable, or
-    /// BUFFER_DIR unusable or locked by another agent.
+    /// 78 (EX_CONFIG from sysexits.h): invalid configuration or command-line flag,
+    /// HEALTH_ADDR unusable, or BUFFER_DIR unusable or locked by another agent.
     Config,
     /// 128 + n: a second signal `n` during shutdown ended the process at once.
     Signal(i32),
@@ -23,7 +23,7 @@ impl Exit {
     pub const HELP: &'static str = "Exit codes:\n  \
         0   success, or stopped by SIGTERM/SIGINT/SIGHUP with everything delivered (or kept in BUFFER_DIR); healthcheck: healthy\n  \
         1   datums could not be delivered (--once, or a shutdown without BUFFER_DIR whose SHUTDOWN_TIMEOUT ran out); healthcheck: unhealthy or no answer\n  \
-        78  invalid configuration, HEALTH_ADDR cannot be listened on, or BUFFER_DIR unusable or held by another agent\n  \
+        78  invalid configuration or flag, HEALTH_ADDR cannot be listened on, or BUFFER_DIR unusable or held by another agent\n  \
         129/130/143  second SIGHUP/SIGINT/SIGTERM during shutdown\n";
 
     pub fn code(self) -> u8 {

@@ -4,72 +4,137 @@
 //!
 //! Writing a log line never blocks the agent. A stdout that nobody reads (a stalled log
 //! driver, a full pipe) would otherwise stop the only runtime thread, and with it the cycle,
-//! `/healthz` and the SIGTERM handler. Lines go through a bounded queue to a writer thread
-//! ([`LineWriter`]); when the queue is full they are dropped and counted, the count is in
-//! `/metrics`, and a warning says how many once lines get through again.
+//! `/healthz` and the SIGTERM handler. Lines go through a queue to a writer thread
+//! ([`LineWriter`]), bounded in lines ([`BUFFERED_LINES`]) and in bytes ([`BUFFERED_BYTES`]);
+//! when it is full they are dropped and counted, the count is in `/metrics`, and a warning
+//! says how many once lines get through again. Each line is itself bounded ([`line`]): every
+//! field is cut, redacted and escaped as it is formatted, so outside text of any size costs
+//! a few KiB of log.
 //!
-//! Credentials and request signatures never reach the log: at trace level the SDK prints the
-//! signed request (Authorization, X-Amz-Security-Token) and the signing inputs, so those
-//! targets are capped whatever LOG_LEVEL or RUST_LOG say.
+//! Which lines are logged is [`filter`]'s: the user's level or directives, the caps that keep
+//! credentials out of the log, and the agent's own errors, always.
+
+mod filter;
+mod line;
 
 use std::os::fd::AsFd;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tracing::warn;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
 use crate::config::LogFormat;
 
-/// Appended to every filter: the signing crate's traces carry the signing inputs.
-const REDACT: &str = "aws_sigv4=off";
-/// Appended when the filter reaches trace: the orchestrator prints the signed request there.
-/// Only then, because the directive also raises the target to debug under an info filter.
-const REDACT_TRACE: &str = "aws_smithy_runtime::client::orchestrator=debug";
-/// The cron crate announces its own start-up at info ("Uninited", "Job creator created");
-/// appended unless the user's filter names it.
-const QUIET_CRON: &str = "tokio_cron_scheduler=warn";
-/// Looking for a region off EC2, the SDK warns once per attempt with a raw debug dump of the
-/// IMDS answer; the agent's own exit-78 line says what to set. Appended unless the user's
-/// filter names aws_config (RUST_LOG=aws_config=debug shows why each source had none).
-const QUIET_IMDS_REGION: &str = "aws_config::imds::region=error";
-/// Lines held for a slow stdout before new ones are dropped: about 300 KB of logs.
-pub const BUFFERED_LINES: usize = 1024;
+pub use filter::check as check_filter;
 
-/// The filter directives the agent runs with for a validated `filter`; the more specific
-/// directives win over a user's `trace`.
-pub fn directives(filter: &str) -> String {
-    let hint = most_verbose(&filter.parse().unwrap_or_default());
-    let mut out = format!("{filter},{REDACT}");
-    if hint.is_none_or(|level| level >= LevelFilter::TRACE) {
-        out = format!("{out},{REDACT_TRACE}");
-    }
-    if !filter.contains("tokio_cron_scheduler") {
-        out = format!("{out},{QUIET_CRON}");
-    }
-    if !filter.contains("aws_config") {
-        out = format!("{out},{QUIET_IMDS_REGION}");
-    }
-    out
+/// Lines held for a slow stdout before new ones are dropped.
+pub const BUFFERED_LINES: usize = 1024;
+/// Bytes of lines held for a slow stdout before new ones are dropped: at most 64 lines of
+/// [`line::MAX_LINE_BYTES`], and the 1024 lines of an ordinary burst (about 300 bytes each).
+pub const BUFFERED_BYTES: usize = 2 * 1024 * 1024;
+
+/// Bytes queued for the writer thread and not yet written, and the lines dropped because
+/// they would have been too many bytes.
+struct Budget {
+    queued: AtomicUsize,
+    max: usize,
+    dropped: AtomicUsize,
 }
 
-/// The most verbose level any of `targets`' directives lets through.
-fn most_verbose(targets: &Targets) -> Option<LevelFilter> {
-    targets
-        .iter()
-        .map(|(_, level)| level)
-        .chain(targets.default_level())
-        .max()
+impl Budget {
+    fn release(&self, bytes: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+}
+
+/// The writer thread's end: bytes leave the budget as they are written (or fail to be).
+struct Drain<W> {
+    out: W,
+    budget: Arc<Budget>,
+}
+
+impl<W: std::io::Write> std::io::Write for Drain<W> {
+    /// The writer thread hands each line over whole: it is written whole, or given up.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.out.write_all(buf);
+        self.budget.release(buf.len());
+        written.map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The callers' end: a line is queued whole if both the queue's lines and its bytes allow,
+/// else dropped and counted.
+#[derive(Clone)]
+pub struct Queue {
+    writer: NonBlocking,
+    full: ErrorCounter,
+    budget: Arc<Budget>,
+}
+
+impl Queue {
+    /// Queues `line`; false when it was dropped.
+    fn push(&self, line: &[u8]) -> bool {
+        let len = line.len();
+        // Counted before it is sent, so the writer thread can never release it first.
+        let before = self.budget.queued.fetch_add(len, Ordering::Relaxed);
+        if before.saturating_add(len) > self.budget.max {
+            self.budget.release(len);
+            self.budget.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let full_before = self.full.dropped_lines();
+        let mut w = self.writer.clone();
+        let _ = std::io::Write::write_all(&mut w, line);
+        // Another thread's drop at the same moment makes this one look dropped too: the
+        // budget then counts too few bytes for a while, never too many.
+        let queued = self.full.dropped_lines() == full_before;
+        if !queued {
+            self.budget.release(len);
+        }
+        queued
+    }
+
+    fn dropped(&self) -> usize {
+        self.full.dropped_lines() + self.budget.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl std::io::Write for Queue {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.push(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Queue {
+    type Writer = Queue;
+
+    fn make_writer(&'a self) -> Queue {
+        self.clone()
+    }
 }
 
 /// A line-oriented output that never blocks its caller: whole lines are queued for a writer
 /// thread, and dropped and counted when the queue is full. Dropping it gives the thread at
 /// most 1.5 s to write what is queued.
 pub struct LineWriter {
-    writer: NonBlocking,
-    dropped: ErrorCounter,
+    queue: Queue,
     /// Dropped on a helper thread (see `Drop`): never None until then.
     guard: Option<WorkerGuard>,
 }
@@ -104,57 +169,72 @@ impl LineWriter {
     /// on a full pipe. Falls back to std's handle if the descriptor cannot be copied.
     /// `queued` is how many writes may wait for a slow output before new ones are dropped.
     pub fn stdout(queued: usize) -> Self {
+        Self::stdout_bounded(queued, usize::MAX)
+    }
+
+    /// [`stdout`](Self::stdout), also bounded in bytes.
+    pub fn stdout_bounded(lines: usize, bytes: usize) -> Self {
         match std::io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => Self::new(std::fs::File::from(fd), queued),
-            Err(_) => Self::new(std::io::stdout(), queued),
+            Ok(fd) => Self::bounded(std::fs::File::from(fd), lines, bytes),
+            Err(_) => Self::bounded(std::io::stdout(), lines, bytes),
         }
     }
 
-    pub fn stderr(queued: usize) -> Self {
+    /// Stderr, bounded in lines and bytes.
+    pub fn stderr_bounded(lines: usize, bytes: usize) -> Self {
         match std::io::stderr().as_fd().try_clone_to_owned() {
-            Ok(fd) => Self::new(std::fs::File::from(fd), queued),
-            Err(_) => Self::new(std::io::stderr(), queued),
+            Ok(fd) => Self::bounded(std::fs::File::from(fd), lines, bytes),
+            Err(_) => Self::bounded(std::io::stderr(), lines, bytes),
         }
     }
 
-    pub fn new<W: std::io::Write + Send + 'static>(out: W, queued: usize) -> Self {
+    /// At most `lines` lines and `bytes` bytes may wait.
+    pub fn bounded<W: std::io::Write + Send + 'static>(out: W, lines: usize, bytes: usize) -> Self {
+        let budget = Arc::new(Budget {
+            queued: AtomicUsize::new(0),
+            max: bytes,
+            dropped: AtomicUsize::new(0),
+        });
         let (writer, guard) = NonBlockingBuilder::default()
             .lossy(true)
-            .buffered_lines_limit(queued)
+            .buffered_lines_limit(lines)
             .thread_name("output")
-            .finish(out);
+            .finish(Drain {
+                out,
+                budget: budget.clone(),
+            });
         LineWriter {
-            dropped: writer.error_counter(),
-            writer,
+            queue: Queue {
+                full: writer.error_counter(),
+                writer,
+                budget,
+            },
             guard: Some(guard),
         }
     }
 
     /// Queues one whole line (it must end with a newline); false when it was dropped.
     pub fn line(&self, line: &str) -> bool {
-        let before = self.dropped.dropped_lines();
-        let mut w = self.writer.clone();
-        let _ = std::io::Write::write_all(&mut w, line.as_bytes());
-        self.dropped.dropped_lines() == before
+        self.queue.push(line.as_bytes())
     }
 
     /// Lines dropped so far.
     #[cfg(test)]
     pub fn dropped(&self) -> usize {
-        self.dropped.dropped_lines()
+        self.queue.dropped()
     }
 }
 
-/// The log writer's drop count, for [`dropped_lines`] and [`report_dropped`]. Only the
-/// count: the writer itself belongs to whoever called [`init`], since a static is never
+/// The log's queue, for [`dropped_lines`] and [`report_dropped`]: a handle on the counts
+/// only, the writer itself belongs to whoever called [`init`], since a static is never
 /// dropped and the last lines would never be flushed.
-static LOG: OnceLock<ErrorCounter> = OnceLock::new();
+static LOG: OnceLock<Queue> = OnceLock::new();
 /// How many dropped lines a warning has already reported.
 static REPORTED: AtomicUsize = AtomicUsize::new(0);
 
 /// Log lines dropped so far because the output was not being read.
 pub fn dropped_lines() -> usize {
-    LOG.get().map_or(0, ErrorCounter::dropped_lines)
+    LOG.get().map_or(0, Queue::dropped)
 }
 
 /// Says how many log lines were dropped since the last time this got through. Called after
@@ -162,7 +242,7 @@ pub fn dropped_lines() -> usize {
 /// again next time.
 pub fn report_dropped() {
     let Some(log) = LOG.get() else { return };
-    let (dropped, reported) = (log.dropped_lines(), REPORTED.load(Ordering::Relaxed));
+    let (dropped, reported) = (log.dropped(), REPORTED.load(Ordering::Relaxed));
     if dropped == reported {
         return;
     }
@@ -171,104 +251,37 @@ pub fn report_dropped() {
         dropped_total = dropped,
         "log lines were dropped because the log output was not being read (stdout or stderr full)"
     );
-    if log.dropped_lines() == dropped {
+    if log.dropped() == dropped {
         REPORTED.store(dropped, Ordering::Relaxed);
     }
 }
 
-/// Installs the log. Keep what it returns until the end: dropping it writes out the lines
-/// still queued (for at most 1.5 s).
+/// Installs the log for a `filter` [`check_filter`] accepted (or a level). Keep what it
+/// returns until the end: dropping it writes out the lines still queued (for at most 1.5 s).
 #[must_use = "dropping the writer at once would lose the log's last lines"]
 pub fn init(format: LogFormat, filter: &str, to_stderr: bool) -> LineWriter {
     let out = if to_stderr {
-        LineWriter::stderr(BUFFERED_LINES)
+        LineWriter::stderr_bounded(BUFFERED_LINES, BUFFERED_BYTES)
     } else {
-        LineWriter::stdout(BUFFERED_LINES)
+        LineWriter::stdout_bounded(BUFFERED_LINES, BUFFERED_BYTES)
     };
-    let writer = out.writer.clone();
     // init is called once per process; a second call keeps the first count.
-    let _ = LOG.set(out.dropped.clone());
-    // Validated by config; a filter that still fails to parse logs at info.
-    let targets: Targets = directives(filter)
+    let _ = LOG.set(out.queue.clone());
+    // Checked by config; a filter that still fails to parse logs at info.
+    let targets: Targets = filter::directives(filter)
         .parse()
         .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_target(false);
-    match format {
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(
-                layer
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_filter(targets),
-            )
-            .init(),
-        LogFormat::Text => tracing_subscriber::registry()
-            .with(layer.with_filter(targets))
-            .init(),
-    }
+        .event_format(line::Line { format })
+        .with_writer(out.queue.clone())
+        .with_filter(targets.or(filter::floor()));
+    tracing_subscriber::registry().with(layer).init();
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn most_verbose(filter: &str) -> Option<LevelFilter> {
-        super::most_verbose(&directives(filter).parse().unwrap())
-    }
-
-    #[test]
-    fn the_redactions_outrank_a_users_trace() {
-        use tracing::Level;
-        let t: Targets = directives("trace").parse().unwrap();
-        assert!(!t.would_enable("aws_sigv4::sign", &Level::ERROR));
-        assert!(!t.would_enable("aws_smithy_runtime::client::orchestrator", &Level::TRACE));
-        assert!(t.would_enable("aws_smithy_runtime::client::orchestrator", &Level::DEBUG));
-        assert!(t.would_enable("cloudwatch_publisher::agent", &Level::TRACE));
-        assert!(!t.would_enable("tokio_cron_scheduler::job", &Level::INFO));
-    }
-
-    #[test]
-    fn capping_never_raises_a_quiet_filter() {
-        assert_eq!(most_verbose("info"), Some(LevelFilter::INFO));
-        assert_eq!(most_verbose("warn"), Some(LevelFilter::WARN));
-        assert_eq!(
-            most_verbose("info,cloudwatch_publisher=debug"),
-            Some(LevelFilter::DEBUG)
-        );
-    }
-
-    #[test]
-    fn trace_filters_get_the_orchestrator_cap() {
-        for filter in ["trace", "info,aws_smithy_runtime=trace"] {
-            let d = directives(filter);
-            assert!(
-                d.contains(",aws_sigv4=off,aws_smithy_runtime::client::orchestrator=debug"),
-                "{d}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_cron_crates_start_up_lines_stay_quiet_unless_asked_for() {
-        assert!(directives("info").contains(",tokio_cron_scheduler=warn"));
-        assert!(!directives("info,tokio_cron_scheduler=debug").contains("=warn"));
-    }
-
-    #[test]
-    fn the_imds_region_lookup_warns_only_when_asked_for() {
-        use tracing::Level;
-        let t: Targets = directives("info").parse().unwrap();
-        assert!(!t.would_enable("aws_config::imds::region", &Level::WARN));
-        assert!(t.would_enable("aws_config::imds::region", &Level::ERROR));
-        assert!(t.would_enable("aws_config::profile", &Level::WARN));
-        let t: Targets = directives("info,aws_config=debug").parse().unwrap();
-        assert!(t.would_enable("aws_config::imds::region", &Level::DEBUG));
-    }
 
     /// A writer that never returns until it is released: a pipe nobody reads.
     struct Stalled(std::sync::mpsc::Receiver<()>);
@@ -286,7 +299,7 @@ mod tests {
     #[test]
     fn a_stalled_output_drops_and_counts_lines_instead_of_blocking() {
         let (release, stalled) = std::sync::mpsc::channel();
-        let out = LineWriter::new(Stalled(stalled), BUFFERED_LINES);
+        let out = LineWriter::bounded(Stalled(stalled), BUFFERED_LINES, usize::MAX);
         let started = std::time::Instant::now();
         let written = (0..BUFFERED_LINES * 3)
             .filter(|i| out.line(&format!("line {i}\n")))
@@ -296,5 +309,48 @@ mod tests {
         assert!(written <= BUFFERED_LINES + 1, "{written}");
         assert_eq!(out.dropped(), BUFFERED_LINES * 3 - written);
         drop(release);
+    }
+
+    /// The queue that took 1.9 GB: lines of the largest size a line can have, for a stdout
+    /// nobody reads, hold at most BUFFERED_BYTES, however many lines the count allows.
+    #[test]
+    fn a_stalled_output_holds_at_most_its_byte_budget() {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let out = LineWriter::bounded(Stalled(stalled), BUFFERED_LINES, BUFFERED_BYTES);
+        let line = format!("{}\n", "x".repeat(line::MAX_LINE_BYTES));
+        let written = (0..BUFFERED_LINES).filter(|_| out.line(&line)).count();
+        assert_eq!(written, BUFFERED_BYTES / line.len());
+        assert_eq!(out.dropped(), BUFFERED_LINES - written);
+        assert!(out.queue.budget.queued.load(Ordering::Relaxed) <= BUFFERED_BYTES);
+        drop(release);
+    }
+
+    /// Written lines leave the budget: an output that is read never drops for bytes.
+    #[test]
+    fn written_lines_give_their_bytes_back() {
+        #[derive(Clone, Default)]
+        struct Count(Arc<AtomicUsize>);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.fetch_add(buf.len(), Ordering::Relaxed);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let count = Count::default();
+        let out = LineWriter::bounded(count.clone(), 4, 1000);
+        let line = format!("{}\n", "y".repeat(99));
+        for _ in 0..100 {
+            // One line at a time, each waited for: the writer keeps up.
+            let before = count.0.load(Ordering::Relaxed);
+            assert!(out.line(&line));
+            while count.0.load(Ordering::Relaxed) == before {
+                std::thread::yield_now();
+            }
+        }
+        assert_eq!(out.dropped(), 0);
+        assert_eq!(count.0.load(Ordering::Relaxed), 100 * line.len());
     }
 }

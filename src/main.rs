@@ -66,12 +66,30 @@ fn after_help() -> String {
     text
 }
 
+/// `--help` and `--version` print and exit 0 as clap has them; a bad flag or argument is
+/// bad configuration: clap's message, and exit 78 as `--help` and the README say (clap's
+/// own code is 2).
+fn command_line_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        Exit::Config.into()
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().after_help(after_help()).get_matches();
+    let matches = match Cli::command().after_help(after_help()).try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return command_line_error(&e),
+    };
     // The soft open-file limit is often 1024 while the hard one is far higher; every probe,
     // health connection and PutMetricData needs a descriptor.
     let open_files = rlimit::increase_nofile_limit(u64::MAX).ok();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -49,26 +49,26 @@ pub enum Output {
 pub struct Settings {
     /// Seconds per alarm period and dashboard point: 10, 30 or a multiple of 60 [default:
     /// the SCHEDULE interval rounded up to whole minutes]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub period: Option<u32>,
     /// Periods a plugin or scrape target must be down, or publishing failing or backed up,
     /// before its alarm fires
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_EVALUATION_PERIODS)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_EVALUATION_PERIODS, allow_negative_numbers = true)]
     pub evaluation_periods: u32,
     /// Periods without the agent's self metrics before its silence alarm fires
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_SILENCE_PERIODS)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SILENCE_PERIODS, allow_negative_numbers = true)]
     pub silence_periods: u32,
     /// Seconds the oldest undelivered datum may wait before the backlog alarm fires
     /// [default: 900, or three periods when longer]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub queue_age_threshold: Option<u32>,
     /// Seconds per period of the projected-cost jump alarm, which compares each period with
     /// the one before
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_COST_PERIOD)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_COST_PERIOD, allow_negative_numbers = true)]
     pub cost_period: u32,
     /// Share by which a region's projected monthly cost may rise from one cost period to
     /// the next before its alarm fires (0.2 = 20%)
-    #[arg(long, value_name = "SHARE", default_value_t = DEFAULT_COST_JUMP_SHARE)]
+    #[arg(long, value_name = "SHARE", default_value_t = DEFAULT_COST_JUMP_SHARE, allow_negative_numbers = true)]
     pub cost_jump_share: f64,
     /// SNS topic every alarm notifies, on ALARM and on OK [default: no notifications]
     #[arg(long, value_name = "ARN")]
@@ -310,7 +310,17 @@ impl Fleet {
                 .iter()
                 .map(|r| (r.resource_type.clone(), r.sku.clone()))
                 .collect(),
-            scrape_targets: config.prometheus.targets.clone(),
+            // Named and dimensioned as the agent publishes them: no password, no query value.
+            scrape_targets: config
+                .prometheus
+                .targets
+                .iter()
+                .map(|t| {
+                    let mut shown = t.clone();
+                    shown.url = crate::untrusted::redact_urls(&t.url);
+                    shown
+                })
+                .collect(),
             agent: config.self_metrics.clone(),
         }
     }

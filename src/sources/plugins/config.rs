@@ -187,11 +187,18 @@ pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {
         let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
             return Err(format!(
                 "{EXPECTED} ({:?} is not a port or range)",
-                untrusted::cut(part, 40)
+                untrusted::shown_url(part, 40)
             ));
         };
-        if lo == 0 || lo > hi {
-            return Err(format!("{EXPECTED} ({part:?} is empty or reversed)"));
+        if lo == 0 {
+            return Err(format!(
+                "{EXPECTED} ({part:?} holds port 0, which cannot be probed: the lowest port is 1)"
+            ));
+        }
+        if lo > hi {
+            return Err(format!(
+                "{EXPECTED} ({part:?} is reversed: write the lower port first, {hi}-{lo})"
+            ));
         }
         // Checked before expanding, so a thousand 1-65535 ranges cost no time.
         if usize::from(hi - lo) >= MAX_PORTS {
@@ -217,13 +224,13 @@ pub fn parse_targets(spec: &str) -> Result<Vec<ExplicitTarget>, String> {
         let Some((region, url)) = part.split_once('=') else {
             return Err(format!(
                 "{EXPECTED} ({:?} has no '=')",
-                untrusted::cut(part, 80)
+                untrusted::shown_url(part, 80)
             ));
         };
         let (region, url) = (region.trim(), url.trim());
         check_region(region, EXPECTED)?;
         let base_url = parse_base_url(url)
-            .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::cut(url, 80)))?;
+            .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::shown_url(url, 80)))?;
         if targets.iter().any(|t| t.region == region) {
             return Err(format!("{EXPECTED} ({region} is listed twice)"));
         }
@@ -279,6 +286,40 @@ mod tests {
         );
         for bad in ["", "0", "8001-", "abc", "70000", "9-1", "1-2000"] {
             assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// `PLUGIN_PORTS=0` used to say "is empty or reversed".
+    #[test]
+    fn port_zero_and_reversed_ranges_are_named_for_what_they_are() {
+        for spec in ["0", "0-5", "8001,0"] {
+            let why = parse_ports(spec).unwrap_err();
+            assert!(why.contains("holds port 0"), "{spec}: {why}");
+            assert!(why.contains("ports 1-65535"), "{spec}: {why}");
+            assert!(!why.contains("empty or reversed"), "{spec}: {why}");
+        }
+        let why = parse_ports("8012-8001").unwrap_err();
+        assert!(
+            why.contains("is reversed: write the lower port first, 8001-8012"),
+            "{why}"
+        );
+    }
+
+    /// A password or query value in a target is never echoed, whatever it holds, and a
+    /// long one is redacted before it is cut (the @ could lie beyond the cut).
+    #[test]
+    fn a_targets_secret_is_never_in_its_error() {
+        let long = format!("us-east-1=http://u:{}@h:1", "s3cret".repeat(40));
+        for spec in [
+            "us-east-1=http://u:p#s3cret@h:1",
+            "us-east-1=http://u:p/s3cret@h:1/",
+            "us-east-1=http://h:1/?token=s3cret",
+            "us-east-1=http://h:0?token=s3cret",
+            "http://u:s3cret@h:1",
+            long.as_str(),
+        ] {
+            let why = parse_targets(spec).unwrap_err();
+            assert!(!why.contains("s3cret"), "{spec}: {why}");
         }
     }
 

@@ -100,7 +100,7 @@ pub fn parse(raw: Raw, problems: &mut Problems) -> Option<PrometheusConfig> {
                     &text,
                     format!(
                         "metric-name globs (letters, digits, _, :, * and ?), comma separated ({:?} is not one)",
-                        untrusted::cut(&bad, 40)
+                        untrusted::shown_url(&bad, 40)
                     ),
                 );
                 None
@@ -119,7 +119,7 @@ pub fn parse(raw: Raw, problems: &mut Problems) -> Option<PrometheusConfig> {
                     &text,
                     format!(
                         "label names, comma separated ({:?} is not one)",
-                        untrusted::cut(&bad, 40)
+                        untrusted::shown_url(&bad, 40)
                     ),
                 );
                 None
@@ -182,9 +182,12 @@ pub fn parse_targets(spec: &str) -> Result<Vec<ScrapeTarget>, String> {
             check_region(r, EXPECTED)?;
         }
         let url = parse_url(url)
-            .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::cut(url, 80)))?;
+            .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::shown_url(url, 80)))?;
         if targets.iter().any(|t| t.url == url) {
-            return Err(format!("{EXPECTED} ({url} is listed twice)"));
+            return Err(format!(
+                "{EXPECTED} ({} is listed twice)",
+                untrusted::shown_url(&url, 200)
+            ));
         }
         targets.push(ScrapeTarget {
             url,
