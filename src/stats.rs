@@ -33,6 +33,7 @@ pub struct Stats {
     pub dropped_rejected: u64,
     pub dropped_overflow: u64,
     pub dropped_expired: u64,
+    pub dropped_corrupt: u64,
     /// The buffer after the last publish: its datums are the ones queued.
     pub buffer: Gauges,
     /// The age of the oldest datum waiting, when the last publish ended.
@@ -69,6 +70,7 @@ impl Stats {
             dropped_rejected: 0,
             dropped_overflow: 0,
             dropped_expired: 0,
+            dropped_corrupt: 0,
             buffer: Gauges::default(),
             buffer_oldest_age: Duration::ZERO,
             put_calls: 0,
@@ -95,6 +97,7 @@ impl Stats {
         self.dropped_rejected += report.dropped_rejected as u64;
         self.dropped_overflow += report.dropped_overflow as u64;
         self.dropped_expired += report.dropped_expired as u64;
+        self.dropped_corrupt += report.dropped_corrupt as u64;
         self.put_calls += report.calls as u64;
         self.put_failures += report.failed_calls as u64;
     }
@@ -298,6 +301,7 @@ impl Stats {
                 ("rejected", self.dropped_rejected),
                 ("overflow", self.dropped_overflow),
                 ("expired", self.dropped_expired),
+                ("corrupt", self.dropped_corrupt),
             ]
             .map(|(reason, n)| (labels(&[("reason", reason)]), n as f64)),
         );
@@ -524,6 +528,7 @@ mod tests {
             dropped_rejected: 2,
             dropped_overflow: 3,
             dropped_expired: 4,
+            dropped_corrupt: 5,
             failed: false,
         };
         let buffer = Gauges {
@@ -541,9 +546,10 @@ mod tests {
                 s.dropped_invalid,
                 s.dropped_rejected,
                 s.dropped_overflow,
-                s.dropped_expired
+                s.dropped_expired,
+                s.dropped_corrupt
             ),
-            (2, 4, 6, 8)
+            (2, 4, 6, 8, 10)
         );
         assert_eq!(s.buffer.datums, 4, "a gauge, not a sum");
     }

@@ -8,11 +8,20 @@
 //! and reported, never fatal. Files with other names are not touched. The lock is an
 //! advisory `flock` on the directory itself, so it needs no file and works read-only too;
 //! the kernel drops it when the process dies, kill -9 included.
+//!
+//! The directory is outside input: whatever is named like a segment is checked before it
+//! is read. Only regular files are opened, never through a symbolic link, and never in a
+//! way that can block (a FIFO would wait for a writer forever); at most [`SEGMENT_MAX`]
+//! bytes of one are read, the size the agent writes; a sequence past [`SEQ_MAX`] is not one
+//! the agent made, and would leave no room for the ones it makes next. Anything else named
+//! like a segment is skipped, reported and counted as corrupt, and left alone: never fatal,
+//! and never a reason to stop writing.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -42,12 +51,63 @@ pub struct Found {
     pub frame_len: u64,
 }
 
-/// A stretch of a segment that held no intact record.
+/// The largest segment file the agent writes: it begins a new one before a record would
+/// take one past this (a record is far smaller, `RECORD_MAX_BYTES`). A file named like a
+/// segment is read up to this size; the rest is corrupt, so a 3 GB file, sparse or not,
+/// costs 8 MiB to read.
+pub const SEGMENT_MAX: u64 = 8 << 20;
+/// The highest segment sequence read: the agent numbers segments from 1 up, one at a time,
+/// and at a segment a second would reach this in 31 billion years. A name past it was not
+/// written by the agent; taken as the newest, it left no room above it for the next
+/// segment (`18446744073709551615.seg` wrapped the count and turned the disk buffer off).
+pub const SEQ_MAX: u64 = 1_000_000_000_000_000_000;
+/// Segment files read at a start, oldest first: twice what the largest BUFFER_MAX_BYTES
+/// (1 TiB in 8 MiB segments) fills. Past it the newest are left unread for a later start,
+/// and the names kept in memory while the directory is listed stay bounded.
+pub const SEGMENT_FILES_MAX: usize = 1 << 18;
+
+/// A stretch of the directory that held no intact record: part of a segment, or a whole
+/// file named like one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Corrupt {
     pub file: PathBuf,
     pub offset: usize,
     pub len: usize,
+    pub why: Why,
+}
+
+/// Why a stretch or a file was skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Why {
+    /// A record whose frame is torn, fails its checksum, or holds something unreadable.
+    Record,
+    /// The part of a file past SEGMENT_MAX.
+    PastSegmentMax,
+    /// A sequence past SEQ_MAX.
+    Sequence,
+    /// A symbolic link, a FIFO, a device, a socket or a directory.
+    NotRegular(&'static str),
+    /// It could not be opened or read.
+    Unreadable(String),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::Record => write!(f, "a corrupt or torn record"),
+            Why::PastSegmentMax => write!(
+                f,
+                "past {} MiB, the largest segment the agent writes; not read",
+                SEGMENT_MAX >> 20
+            ),
+            Why::Sequence => write!(
+                f,
+                "its sequence is past {SEQ_MAX}, the highest the agent reads: not one it wrote, and it would leave no room for new segments"
+            ),
+            Why::NotRegular(kind) => write!(f, "{kind}, not a regular file; not opened"),
+            Why::Unreadable(e) => write!(f, "cannot be read: {e}"),
+        }
+    }
 }
 
 /// What the directory held at start.
@@ -58,6 +118,8 @@ pub struct Recovered {
     pub corrupt: Vec<Corrupt>,
     /// Above every id the directory has seen.
     pub next_id: u64,
+    /// Segment files past SEGMENT_FILES_MAX, left unread.
+    pub unread: usize,
 }
 
 struct Current {
@@ -70,8 +132,12 @@ pub struct Disk {
     dir: PathBuf,
     /// Holds the lock for as long as the agent runs.
     _lock: File,
-    /// Every segment file there is, by sequence.
+    /// Every segment file the agent reads, writes and deletes, by sequence. Files skipped at
+    /// start are not among them: they are left alone.
     segments: BTreeSet<u64>,
+    /// The sequence of the next segment begun: above every segment name seen, skipped or
+    /// left unread ones included, so a new segment never meets an old name.
+    next_seq: u64,
     current: Option<Current>,
     segment_max: u64,
 }
@@ -87,39 +153,82 @@ impl Disk {
             Err(TryLockError::WouldBlock) => return Err(DiskError::Locked(dir.to_path_buf())),
             Err(TryLockError::Error(e)) => return Err(open_err(e)),
         }
+        let mut out = Recovered::default();
         let mut segments = BTreeSet::new();
+        let mut highest = 0;
         for entry in fs::read_dir(dir).map_err(open_err)? {
             let Ok(entry) = entry else { continue };
-            if let Some(seq) = segment_seq(&entry.file_name().to_string_lossy()) {
-                segments.insert(seq);
+            let Some(seq) = entry.file_name().to_str().and_then(segment_seq) else {
+                continue;
+            };
+            if seq > SEQ_MAX {
+                out.corrupt.push(Corrupt {
+                    file: entry.path(),
+                    offset: 0,
+                    len: 0,
+                    why: Why::Sequence,
+                });
+                continue;
+            }
+            highest = highest.max(seq);
+            segments.insert(seq);
+            // The oldest are read first and delivered first; the newest wait for a later
+            // start, when these are gone.
+            if segments.len() > SEGMENT_FILES_MAX {
+                segments.pop_last();
+                out.unread += 1;
             }
         }
         let mut disk = Disk {
             dir: dir.to_path_buf(),
             _lock: lock,
             segments,
+            next_seq: highest + 1,
             current: None,
             segment_max,
         };
-        let recovered = disk.recover()?;
-        Ok((disk, recovered))
+        disk.recover(&mut out);
+        Ok((disk, out))
     }
 
-    fn recover(&mut self) -> Result<Recovered, DiskError> {
-        let mut out = Recovered::default();
+    fn recover(&mut self, out: &mut Recovered) {
         let mut data = Vec::new();
         // The furthest acknowledgement: (id, done).
         let mut acked = (0u64, 0u32);
         let mut max_id = 0;
+        let mut skipped = Vec::new();
         for &seq in &self.segments {
             let path = self.path(seq);
-            let bytes = fs::read(&path).map_err(|e| DiskError::Open(path.clone(), e))?;
+            let bytes = match read_segment(&path) {
+                Ok((bytes, size)) => {
+                    if size > SEGMENT_MAX {
+                        out.corrupt.push(Corrupt {
+                            file: path.clone(),
+                            offset: SEGMENT_MAX as usize,
+                            len: usize::try_from(size - SEGMENT_MAX).unwrap_or(usize::MAX),
+                            why: Why::PastSegmentMax,
+                        });
+                    }
+                    bytes
+                }
+                Err((why, size)) => {
+                    skipped.push(seq);
+                    out.corrupt.push(Corrupt {
+                        file: path,
+                        offset: 0,
+                        len: usize::try_from(size).unwrap_or(usize::MAX),
+                        why,
+                    });
+                    continue;
+                }
+            };
             let scan = record::scan(&bytes);
             for (offset, len) in scan.corrupt {
                 out.corrupt.push(Corrupt {
                     file: path.clone(),
                     offset,
                     len,
+                    why: Why::Record,
                 });
             }
             for (offset, range) in scan.frames {
@@ -127,15 +236,18 @@ impl Disk {
                 match record::head(&bytes[range]) {
                     Ok(Head::Data { id, datums, oldest }) => {
                         max_id = max_id.max(id);
-                        data.push(Found {
-                            id,
-                            datums,
-                            done: 0,
-                            oldest,
-                            segment: seq,
-                            offset: offset as u64,
-                            frame_len,
-                        });
+                        // An empty record has nothing to send (the agent writes none).
+                        if datums > 0 {
+                            data.push(Found {
+                                id,
+                                datums,
+                                done: 0,
+                                oldest,
+                                segment: seq,
+                                offset: offset as u64,
+                                frame_len,
+                            });
+                        }
                     }
                     Ok(Head::Ack { id, done }) => {
                         max_id = max_id.max(id);
@@ -146,9 +258,14 @@ impl Disk {
                         file: path.clone(),
                         offset,
                         len: frame_len as usize,
+                        why: Why::Record,
                     }),
                 }
             }
+        }
+        // Not the agent's to read, write or delete.
+        for seq in skipped {
+            self.segments.remove(&seq);
         }
         data.sort_by_key(|f| f.id);
         for mut f in data {
@@ -160,10 +277,9 @@ impl Disk {
             }
             out.pending.push(f);
         }
-        out.next_id = max_id + 1;
+        out.next_id = max_id.saturating_add(1);
         let keep = out.pending.first().map_or(u64::MAX, |f| f.segment);
         self.remove_before(keep);
-        Ok(out)
     }
 
     pub fn dir(&self) -> &Path {
@@ -235,9 +351,20 @@ impl Disk {
         }
     }
 
-    /// Reads `len` bytes at `offset` of segment `seq`.
+    /// Reads `len` bytes at `offset` of segment `seq`, checked as at start: the file may
+    /// have been replaced since.
     pub fn read(&self, seq: u64, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-        let file = File::open(self.path(seq))?;
+        let (file, size) = open_segment(&self.path(seq))
+            .map_err(|(why, _)| io::Error::new(io::ErrorKind::InvalidData, why.to_string()))?;
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > size.min(SEGMENT_MAX))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the segment holds {size} bytes, the record ends past them"),
+            ));
+        }
         let mut buf = vec![0; len as usize];
         file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
@@ -275,11 +402,23 @@ impl Disk {
     }
 
     fn begin(&mut self) -> io::Result<()> {
-        let seq = self.segments.last().map_or(1, |s| s + 1);
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(self.path(seq))?;
+        // A name taken since the start (by something else) is passed over, a few times.
+        let mut tries = 0;
+        let (seq, file) = loop {
+            let seq = self.next_seq;
+            self.next_seq = seq.checked_add(1).ok_or_else(|| {
+                io::Error::other("no segment sequence is left above the highest in the directory")
+            })?;
+            match OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .open(self.path(seq))
+            {
+                Ok(file) => break (seq, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        };
         self.segments.insert(seq);
         // The new name must survive a power cut as well as its contents.
         File::open(&self.dir)?.sync_all()?;
@@ -288,13 +427,57 @@ impl Disk {
     }
 }
 
+/// Opens a segment file for reading, if it is a regular file and not a symbolic link, without
+/// blocking (a FIFO would wait for a writer): the file and its size. Else why not, and the
+/// size if known.
+fn open_segment(path: &Path) -> Result<(File, u64), (Why, u64)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => (Why::NotRegular("a symbolic link"), 0),
+            // O_NONBLOCK on a FIFO's open for writing; for reading it opens at once.
+            Some(libc::ENXIO) => (Why::NotRegular("a FIFO or socket"), 0),
+            _ => (Why::Unreadable(e.to_string()), 0),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| (Why::Unreadable(e.to_string()), 0))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err((Why::NotRegular(what), 0));
+    }
+    Ok((file, meta.len()))
+}
+
+/// A segment's first SEGMENT_MAX bytes, and its whole size.
+fn read_segment(path: &Path) -> Result<(Vec<u8>, u64), (Why, u64)> {
+    let (file, size) = open_segment(path)?;
+    let mut bytes = Vec::with_capacity(size.min(SEGMENT_MAX) as usize);
+    file.take(SEGMENT_MAX)
+        .read_to_end(&mut bytes)
+        .map_err(|e| (Why::Unreadable(e.to_string()), size))?;
+    Ok((bytes, size))
+}
+
 /// The sequence of a segment file's name, or None for any other file.
 fn segment_seq(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    // Twenty digits past u64 read as its largest, past SEQ_MAX like any sequence too high.
+    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

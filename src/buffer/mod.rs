@@ -25,17 +25,37 @@ use tracing::{error, info, warn};
 
 use crate::metric::Metric;
 use crate::untrusted;
-use disk::{Disk, DiskError, Recovered};
+use disk::{Disk, DiskError, Recovered, Why};
 
 /// Metrics per record: a cycle larger than this is stored as several. Two requests' worth,
 /// the publisher's chunk: a record is decoded whole, so this bounds what a publish holds
 /// decoded while CloudWatch is down (10,000 took 210 bytes per queued datum, against 100).
 pub(crate) const RECORD_MAX_DATUMS: usize = 2_000;
-/// Segment files are begun anew at this size, or an eighth of BUFFER_MAX_BYTES if smaller.
-const SEGMENT_MAX: u64 = 8 << 20;
+/// Payload bytes per record: a cycle is cut where either bound is reached. Datums of
+/// 30 dimensions of 1 KB each made a 2,000-datum record of 70 MB, past what the reader
+/// takes, so it was written and then lost. 1 MiB holds 2,000 typical datums (80 bytes)
+/// five times over and any datum CloudWatch accepts (under 64 KiB), and keeps what one
+/// record costs decoded small.
+pub const RECORD_MAX_BYTES: usize = 1 << 20;
+const _: () = assert!(RECORD_MAX_BYTES <= record::MAX_PAYLOAD);
+const _: () = assert!((record::HEADER + RECORD_MAX_BYTES) as u64 <= disk::SEGMENT_MAX);
+/// Segment files are begun anew at SEGMENT_MAX, or an eighth of BUFFER_MAX_BYTES if smaller.
 const SEGMENT_MIN: u64 = 4 << 10;
-/// Corrupt stretches logged one by one at start; the rest are only counted.
+/// Corrupt stretches and skipped files logged one by one at start; the rest are counted,
+/// and said in one line.
 const CORRUPT_LOGGED: usize = 20;
+
+/// Datums that left the buffer without being delivered, by reason, since the publisher last
+/// took them ([`Buffer::take_lost`]): the bounds' drops are [`Buffer::trim`]'s.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    /// Datums larger than a record can hold, refused before they were written: CloudWatch
+    /// would refuse them too (its largest datum takes under 64 KiB).
+    pub invalid: usize,
+    /// Datums of a record that could not be read back (damaged on disk after it was
+    /// written, or its file replaced).
+    pub corrupt: usize,
+}
 
 /// How the buffer stands, for `/metrics` and the self metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -96,6 +116,7 @@ pub struct Buffer {
     memory_bytes: u64,
     dropped_total: u64,
     corrupt_total: u64,
+    lost: Lost,
 }
 
 impl Buffer {
@@ -114,13 +135,14 @@ impl Buffer {
             memory_bytes: 0,
             dropped_total: 0,
             corrupt_total: 0,
+            lost: Lost::default(),
         }
     }
 
     /// A buffer written ahead to `dir`, holding what an earlier run left there. Fails only
     /// when the directory cannot be made or opened, or another agent holds it.
     pub fn open(dir: &Path, max_bytes: u64, max_memory_datums: usize) -> Result<Self, DiskError> {
-        let segment_max = (max_bytes / 8).clamp(SEGMENT_MIN, SEGMENT_MAX);
+        let segment_max = (max_bytes / 8).clamp(SEGMENT_MIN, disk::SEGMENT_MAX);
         let (disk, recovered) = Disk::open(dir, segment_max)?;
         let mut buffer = Buffer::memory(max_memory_datums);
         buffer.max_disk_bytes = max_bytes;
@@ -130,10 +152,35 @@ impl Buffer {
     }
 
     fn adopt(&mut self, disk: &Disk, recovered: Recovered) {
-        for (i, c) in recovered.corrupt.iter().enumerate() {
-            if i < CORRUPT_LOGGED {
-                warn!(file = %c.file.display(), offset = c.offset, bytes = c.len, "buffer: skipped a corrupt or torn record");
+        for c in recovered.corrupt.iter().take(CORRUPT_LOGGED) {
+            let file = untrusted::escape(&c.file.display().to_string());
+            match &c.why {
+                Why::Record => {
+                    warn!(%file, offset = c.offset, bytes = c.len, "buffer: skipped a corrupt or torn record")
+                }
+                why => {
+                    warn!(%file, offset = c.offset, bytes = c.len, why = %why, "buffer: skipped a file named like a segment, or its part past a segment's size")
+                }
             }
+        }
+        if let Some(more) = recovered
+            .corrupt
+            .len()
+            .checked_sub(CORRUPT_LOGGED)
+            .filter(|n| *n > 0)
+        {
+            warn!(
+                more,
+                "buffer: more corrupt stretches and skipped files than are logged one by one; all are counted in buffer_corrupt_records_total"
+            );
+        }
+        if recovered.unread > 0 {
+            warn!(
+                dir = %untrusted::escape(&disk.dir().display().to_string()),
+                unread = recovered.unread,
+                read = disk::SEGMENT_FILES_MAX,
+                "buffer: more segment files than are read at a start; the newest are left for a later start"
+            );
         }
         self.corrupt_total += recovered.corrupt.len() as u64;
         self.next_id = recovered.next_id;
@@ -196,25 +243,65 @@ impl Buffer {
     /// Stores `metrics` behind what waits. With `sync`, they are on disk and synced when
     /// this returns, unless the directory failed (then they wait in memory); without it
     /// they are written, and become durable with the next synced push.
+    ///
+    /// They are cut into records of at most RECORD_MAX_DATUMS datums and RECORD_MAX_BYTES
+    /// bytes, so every record written can be read back. A datum too large for any record is
+    /// refused here, logged and counted ([`Buffer::take_lost`]).
     pub fn push(&mut self, metrics: &[Metric], sync: bool) {
-        for chunk in metrics.chunks(RECORD_MAX_DATUMS) {
-            let id = self.next_id;
-            self.next_id += 1;
-            let payload = record::data(id, chunk);
-            let len = (record::HEADER + payload.len()) as u64;
-            self.datums += chunk.len();
-            self.memory_datums += chunk.len();
-            self.memory_bytes += len;
-            self.entries.push_back(Entry {
-                id,
-                datums: chunk.len() as u32,
-                done: 0,
-                oldest: chunk.iter().map(|m| m.timestamp).min().expect("chunk"),
-                len,
-                place: Place::Memory(payload),
-            });
+        let mut record = record::Data::new();
+        let mut refused: Option<(usize, &Metric, usize)> = None;
+        for m in metrics {
+            let len = record::datum_len(m);
+            if record::DATA_HEAD + len > RECORD_MAX_BYTES {
+                let (n, _, _) = refused.get_or_insert((0, m, len));
+                *n += 1;
+                continue;
+            }
+            if record.datums() == RECORD_MAX_DATUMS || record.len() + len > RECORD_MAX_BYTES {
+                self.hold(std::mem::take(&mut record));
+            }
+            record.push(m);
+        }
+        if !record.is_empty() {
+            self.hold(record);
+        }
+        if let Some((n, first, bytes)) = refused {
+            self.lost.invalid += n;
+            warn!(
+                datums = n,
+                name = %untrusted::remote(&first.name),
+                bytes,
+                max_bytes = RECORD_MAX_BYTES,
+                "datums larger than a buffer record can hold were dropped (CloudWatch refuses any datum of that size); the first is named"
+            );
         }
         self.write_out(sync);
+    }
+
+    /// Keeps a record in memory, behind what waits; `write_out` moves it to disk.
+    fn hold(&mut self, record: record::Data) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (payload, datums, oldest) = record.finish(id);
+        let len = (record::HEADER + payload.len()) as u64;
+        self.datums += datums as usize;
+        self.memory_datums += datums as usize;
+        self.memory_bytes += len;
+        self.entries.push_back(Entry {
+            id,
+            datums,
+            done: 0,
+            oldest,
+            len,
+            place: Place::Memory(payload),
+        });
+    }
+
+    /// What left the buffer undelivered since the last call, outside the bounds: the
+    /// publisher adds it to its report, so every such drop is in the cycle's line and in
+    /// `/metrics`.
+    pub fn take_lost(&mut self) -> Lost {
+        std::mem::take(&mut self.lost)
     }
 
     /// Writes every record held in memory to the directory, oldest first; they move to disk
@@ -298,8 +385,9 @@ impl Buffer {
                 Err(why) => {
                     let e = self.entries.remove(i).expect("in range");
                     self.corrupt_total += 1;
+                    self.lost.corrupt += e.waiting();
                     self.forget(&e);
-                    warn!(record = e.id, datums = e.waiting(), error = %why, "buffer: a record could not be read back; dropped");
+                    warn!(record = e.id, datums = e.waiting(), error = %untrusted::escape(&why), "buffer: a record could not be read back; its datums are dropped and counted");
                 }
             }
         }

@@ -19,8 +19,21 @@ use crate::metric::{Dimensions, Metric, Unit, Value};
 
 pub const MAGIC: [u8; 4] = *b"CWB1";
 pub const HEADER: usize = 12;
-/// No record is larger: a frame claiming more is corrupt.
-pub const MAX_PAYLOAD: usize = 64 << 20;
+/// The largest payload read back: a frame claiming more is corrupt. A segment holds at most
+/// 8 MiB (`disk::SEGMENT_MAX`), frame included, so no larger record could be read from one.
+/// The buffer writes far smaller ones (`RECORD_MAX_BYTES`); this bound is the reader's, and
+/// reads what an earlier release wrote (it cut records by datums only).
+pub const MAX_PAYLOAD: usize = (8 << 20) - HEADER;
+/// A data payload's head: kind, id, datums, oldest timestamp.
+pub const DATA_HEAD: usize = 1 + 8 + 4 + 12;
+/// The fewest bytes one datum takes: empty name and dimensions, unit, timestamp, and an
+/// empty distribution's tag and two counts. A data record claiming more datums than its
+/// bytes could hold is corrupt, so a lying head cannot inflate what the buffer reports.
+pub const MIN_DATUM: usize = 1 + 1 + 1 + 12 + 1 + 1 + 1;
+/// The highest record id read: the agent numbers records from 1, one a record, and would
+/// take 31 million years at a thousand a second to reach it. A record with a higher id was
+/// not written by the agent; numbering on from it would run past u64.
+pub const ID_MAX: u64 = 1_000_000_000_000_000_000;
 
 const DATA: u8 = 1;
 const ACK: u8 = 2;
@@ -39,6 +52,10 @@ pub enum DecodeError {
     Trailing(usize),
     #[error("count {0} does not match {1} datums")]
     Count(u32, usize),
+    #[error("{0} datums cannot fit in {1} bytes")]
+    Crowded(u32, usize),
+    #[error("record id {0} is past {ID_MAX}")]
+    Id(u64),
 }
 
 /// What a record's payload says, short of decoding its datums.
@@ -67,20 +84,93 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// The payload of a data record holding `metrics`.
 pub fn data(id: u64, metrics: &[Metric]) -> Vec<u8> {
-    let oldest = metrics
-        .iter()
-        .map(|m| m.timestamp)
-        .min()
-        .unwrap_or(UNIX_EPOCH);
-    let mut out = Vec::with_capacity(32 + 48 * metrics.len());
-    out.push(DATA);
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&(metrics.len() as u32).to_le_bytes());
-    put_time(&mut out, oldest);
+    let mut record = Data::new();
     for m in metrics {
-        put_metric(&mut out, m);
+        record.push(m);
     }
-    out
+    record.finish(id).0
+}
+
+/// A data record's payload, built a datum at a time: the buffer cuts a cycle into records
+/// where one is full, by datums or by bytes ([`datum_len`] says what the next one adds),
+/// without encoding anything twice.
+#[derive(Debug)]
+pub struct Data {
+    payload: Vec<u8>,
+    datums: u32,
+    oldest: Option<SystemTime>,
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data::new()
+    }
+}
+
+impl Data {
+    pub fn new() -> Self {
+        // The head is written by `finish`, once the count and the oldest are known.
+        Data {
+            payload: vec![0; DATA_HEAD],
+            datums: 0,
+            oldest: None,
+        }
+    }
+
+    /// Payload bytes so far, head included.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    pub fn datums(&self) -> usize {
+        self.datums as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.datums == 0
+    }
+
+    /// Appends one datum: [`datum_len`] bytes.
+    pub fn push(&mut self, m: &Metric) {
+        put_metric(&mut self.payload, m);
+        self.datums += 1;
+        self.oldest = Some(self.oldest.map_or(m.timestamp, |t| t.min(m.timestamp)));
+    }
+
+    /// The payload as record `id`, its datums and its oldest timestamp (the epoch if empty).
+    pub fn finish(mut self, id: u64) -> (Vec<u8>, u32, SystemTime) {
+        let oldest = self.oldest.unwrap_or(UNIX_EPOCH);
+        let mut head = Vec::with_capacity(DATA_HEAD);
+        head.push(DATA);
+        head.extend_from_slice(&id.to_le_bytes());
+        head.extend_from_slice(&self.datums.to_le_bytes());
+        put_time(&mut head, oldest);
+        self.payload[..DATA_HEAD].copy_from_slice(&head);
+        (self.payload, self.datums, oldest)
+    }
+}
+
+/// The bytes `m` takes in a data record, counted without encoding it.
+pub fn datum_len(m: &Metric) -> usize {
+    let str_len = |s: &str| varint_len(s.len() as u64) + s.len();
+    let dims: usize = m
+        .dimensions
+        .iter()
+        .map(|(k, v)| str_len(k) + str_len(v))
+        .sum();
+    let value = match &m.value {
+        Value::Gauge(_) | Value::Counter(_) => 8,
+        Value::Distribution(d) => {
+            let f64s = |xs: &[f64]| varint_len(xs.len() as u64) + 8 * xs.len();
+            f64s(&d.values) + f64s(&d.counts)
+        }
+    };
+    str_len(&m.name) + varint_len(m.dimensions.len() as u64) + dims + 1 + 12 + 1 + value
+}
+
+fn varint_len(n: u64) -> usize {
+    // Seven bits a byte; zero still takes one.
+    (64 - n.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// The payload of an ack record.
@@ -95,15 +185,22 @@ pub fn ack(id: u64, done: u32) -> Vec<u8> {
 /// Reads a payload's head.
 pub fn head(payload: &[u8]) -> Result<Head, DecodeError> {
     let mut r = Reader(payload);
+    let id = |r: &mut Reader| match r.u64()? {
+        id if id > ID_MAX => Err(DecodeError::Id(id)),
+        id => Ok(id),
+    };
     match r.u8()? {
-        DATA => Ok(Head::Data {
-            id: r.u64()?,
-            datums: r.u32()?,
-            oldest: r.time()?,
-        }),
+        DATA => {
+            let (id, datums, oldest) = (id(&mut r)?, r.u32()?, r.time()?);
+            let room = payload.len() - DATA_HEAD;
+            if datums as usize > room / MIN_DATUM {
+                return Err(DecodeError::Crowded(datums, room));
+            }
+            Ok(Head::Data { id, datums, oldest })
+        }
         ACK => {
             let head = Head::Ack {
-                id: r.u64()?,
+                id: id(&mut r)?,
                 done: r.u32()?,
             };
             r.finish()?;
@@ -115,14 +212,12 @@ pub fn head(payload: &[u8]) -> Result<Head, DecodeError> {
 
 /// Decodes a data record's datums.
 pub fn metrics(payload: &[u8]) -> Result<Vec<Metric>, DecodeError> {
-    let mut r = Reader(payload);
-    match r.u8()? {
-        DATA => {}
-        kind => return Err(DecodeError::Kind(kind)),
-    }
-    r.u64()?;
-    let count = r.u32()?;
-    r.time()?;
+    // The head read as `head` reads it, so the two never disagree on a record.
+    let count = match head(payload)? {
+        Head::Data { datums, .. } => datums,
+        Head::Ack { .. } => return Err(DecodeError::Kind(ACK)),
+    };
+    let mut r = Reader(&payload[DATA_HEAD..]);
     // Each datum takes at least 8 bytes, so a lying count cannot make us allocate much.
     let mut out = Vec::with_capacity((count as usize).min(r.0.len() / 8));
     while !r.0.is_empty() {
@@ -320,11 +415,21 @@ impl<'a> Reader<'a> {
     fn metric(&mut self) -> Result<Metric, DecodeError> {
         let name = self.string()?;
         let n = self.count(2)?;
-        let mut dimensions = Dimensions::new();
+        let mut pairs = Vec::with_capacity(n);
         for _ in 0..n {
-            let k = self.string()?;
-            dimensions.insert(k, self.string()?);
+            pairs.push((self.string()?, self.string()?));
         }
+        // Written sorted and unique; a record from elsewhere may be neither. Sorted once
+        // (stable: for a name given twice the last wins, as inserting one by one would), not
+        // inserted one by one, which repacks them all at each pair: a record of 100,000
+        // dimensions took minutes.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let unique = pairs
+            .iter()
+            .enumerate()
+            .filter(|&(i, (k, _))| pairs.get(i + 1).is_none_or(|next| next.0 != *k))
+            .map(|(_, (k, v))| (k.as_str(), v.as_str()));
+        let dimensions = Dimensions::from_sorted(unique);
         let unit = match self.u8()? {
             0 => Unit::None,
             1 => Unit::Count,
@@ -487,7 +592,11 @@ mod tests {
     fn a_lying_count_or_length_is_an_error_not_an_allocation() {
         let mut payload = data(1, &[metric(1)]);
         payload[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(metrics(&payload), Err(DecodeError::Count(u32::MAX, 1)));
+        let room = payload.len() - DATA_HEAD;
+        assert_eq!(metrics(&payload), Err(DecodeError::Crowded(u32::MAX, room)));
+        // A count its bytes could hold, but not the datums there.
+        payload[9..13].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(metrics(&payload), Err(DecodeError::Count(2, 1)));
         // The name's length claims far more than is left.
         let mut payload = data(1, &[metric(1)]);
         payload[25] = 0xff;
@@ -495,9 +604,109 @@ mod tests {
         assert!(metrics(&payload).is_err());
     }
 
+    /// One datum of `n` dimensions, framed as a record.
+    fn many_dimensions(n: usize) -> Vec<u8> {
+        let mut payload = data(1, &[metric(1)]);
+        // The metric's single dimension replaced by n of them (names in reverse order, to
+        // be sorted): its count is the byte after the name.
+        let count_at = DATA_HEAD + 1 + "PluginHealthy".len();
+        let rest = payload.split_off(count_at);
+        let mut r = Reader(&rest);
+        r.count(2).unwrap();
+        r.string().unwrap();
+        r.string().unwrap();
+        let tail = r.0.to_vec();
+        put_varint(&mut payload, n as u64);
+        for i in (0..n).rev() {
+            put_str(&mut payload, &format!("d{i}"));
+            put_str(&mut payload, "v");
+        }
+        payload.extend_from_slice(&tail);
+        payload
+    }
+
+    #[test]
+    fn a_datum_of_many_dimensions_decodes_in_linear_time() {
+        // Issue 21, part B: dimensions were inserted one by one, each repacking all before
+        // it: 100,000 of them in one record (1 MB, within what a segment holds) took minutes.
+        let time = |n: usize| {
+            let payload = many_dimensions(n);
+            let started = std::time::Instant::now();
+            let ms = metrics(&payload).unwrap();
+            assert_eq!(ms[0].dimensions.len(), n);
+            assert_eq!(ms[0].dimensions.get("d0"), Some("v"));
+            started.elapsed()
+        };
+        time(1000); // warm
+        let (small, large) = (time(25_000), time(100_000));
+        assert!(large < std::time::Duration::from_secs(2), "{large:?}");
+        // n and 4n: near 4, far from 16 (a loaded machine gets slack).
+        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+        assert!(ratio < 10.0, "{small:?} then {large:?}: {ratio:.1}x");
+    }
+
+    #[test]
+    fn scanning_is_linear_in_the_input() {
+        // Garbage full of magics that start no frame: the worst case for resynchronising.
+        let junk = |n: usize| {
+            let mut b = Vec::with_capacity(n);
+            while b.len() < n {
+                b.extend_from_slice(&MAGIC);
+                b.extend_from_slice(&[0xff; 9]);
+            }
+            b
+        };
+        let time = |n: usize| {
+            let bytes = junk(n);
+            let started = std::time::Instant::now();
+            let s = scan(&bytes);
+            assert!(s.frames.is_empty());
+            started.elapsed()
+        };
+        time(1 << 16);
+        let (small, large) = (time(1 << 20), time(4 << 20));
+        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+        assert!(ratio < 10.0, "{small:?} then {large:?}: {ratio:.1}x");
+    }
+
+    #[test]
+    fn a_dimension_named_twice_keeps_the_last_value() {
+        let mut payload = data(1, &[metric(1)]);
+        payload.truncate(DATA_HEAD + 1 + "PluginHealthy".len());
+        put_varint(&mut payload, 2);
+        for v in ["first", "last"] {
+            put_str(&mut payload, "Region");
+            put_str(&mut payload, v);
+        }
+        payload.push(0);
+        put_time(&mut payload, UNIX_EPOCH);
+        payload.push(0);
+        payload.extend_from_slice(&1f64.to_le_bytes());
+        let ms = metrics(&payload).unwrap();
+        assert_eq!(
+            ms[0].dimensions.iter().collect::<Vec<_>>(),
+            [("Region", "last")]
+        );
+    }
+
+    #[test]
+    fn a_record_id_past_the_highest_the_agent_numbers_is_corrupt() {
+        assert_eq!(head(&ack(ID_MAX + 1, 1)), Err(DecodeError::Id(ID_MAX + 1)));
+        assert_eq!(
+            head(&data(u64::MAX, &[metric(1)])),
+            Err(DecodeError::Id(u64::MAX))
+        );
+        assert!(head(&data(ID_MAX, &[metric(1)])).is_ok());
+    }
+
     proptest! {
         #[test]
-        fn any_metrics_round_trip(ms in prop::collection::vec(arb_metric(), 0..20), id: u64) {
+        fn datum_len_is_what_encoding_takes(m in arb_metric()) {
+            prop_assert_eq!(data(1, std::slice::from_ref(&m)).len(), DATA_HEAD + datum_len(&m));
+        }
+
+        #[test]
+        fn any_metrics_round_trip(ms in prop::collection::vec(arb_metric(), 0..20), id in 0..=ID_MAX) {
             let framed = frame(&data(id, &ms));
             let s = scan(&framed);
             prop_assert_eq!(s.frames.len(), 1);
@@ -525,7 +734,7 @@ mod tests {
 
         #[test]
         fn garbage_between_frames_costs_only_itself(
-            ids in prop::collection::vec(any::<u64>(), 1..6),
+            ids in prop::collection::vec(0..=ID_MAX, 1..6),
             junk in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 6),
         ) {
             let mut bytes = Vec::new();

@@ -93,13 +93,19 @@ pub struct PublishReport {
     pub dropped_rejected: usize,
     pub dropped_overflow: usize,
     pub dropped_expired: usize,
+    /// Datums of a buffer record that could not be read back.
+    pub dropped_corrupt: usize,
     /// Some datums could not be delivered this time.
     pub failed: bool,
 }
 
 impl PublishReport {
     pub fn dropped(&self) -> usize {
-        self.dropped_invalid + self.dropped_rejected + self.dropped_overflow + self.dropped_expired
+        self.dropped_invalid
+            + self.dropped_rejected
+            + self.dropped_overflow
+            + self.dropped_expired
+            + self.dropped_corrupt
     }
 }
 
@@ -135,6 +141,10 @@ impl<S: MetricSink> Publisher<S> {
                 break;
             }
         }
+        // What the buffer refused or could not read back, since the last publish.
+        let lost = buffer.take_lost();
+        report.dropped_invalid += lost.invalid;
+        report.dropped_corrupt += lost.corrupt;
         report.queued = buffer.len();
         report
     }
