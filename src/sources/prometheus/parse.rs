@@ -2,13 +2,17 @@
 //! of samples. Pure: text in, families out.
 //!
 //! A line that does not parse is skipped and counted, never the whole scrape: one bad line
-//! from an exporter must not cost every other series. Written by hand because the crates
+//! from an exporter must not cost every other series. The work is linear in the body
+//! whatever it holds (a sample's labels are capped at [`MAX_LABELS`] before any are compared,
+//! the families remembered at [`MAX_FAMILIES`]), and a caller can stop a parse between lines
+//! when its time is up ([`parse_each_until`]). Written by hand because the crates
 //! that do this either split label sets with a regex that breaks on an escaped `}` in a
 //! value (`prometheus-parse`) or are LGPL and pull in a parser generator
 //! (`openmetrics-parser`); `prometheus_client`'s parser is the oracle in the tests.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// Which text format the body is in, from the response's Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +63,21 @@ impl Kind {
         }
     }
 }
+
+/// The most labels one sample may carry; a line with more is refused as malformed as soon as
+/// its 129th label is read. CloudWatch takes at most 30 dimensions, real exporters write a
+/// dozen, and without a cap a single line of 300,000 labels cost minutes of comparisons.
+pub const MAX_LABELS: usize = 128;
+/// The most metric families one scrape's parser remembers (to find a sample's family and
+/// refuse a `# TYPE` after its samples). Past it, a `# TYPE`, `# HELP` or `# UNIT` line of a
+/// new family is refused as malformed and a sample of a new family is read as untyped, so a
+/// body of millions of distinct names costs a bounded table (about 3 MB), not 3 bytes of
+/// table per byte of body.
+pub const MAX_FAMILIES: usize = 100_000;
+/// How often a parse asks its caller whether to stop: every this many bytes of lines...
+const STOP_CHECK_BYTES: usize = 64 << 10;
+/// ...or this many lines, whichever comes first (a line costs some work even when empty).
+const STOP_CHECK_LINES: usize = 1024;
 
 /// Every suffix any kind adds to its family's name.
 const ALL_SUFFIXES: [&str; 8] = [
@@ -133,6 +152,9 @@ pub struct Skipped {
     pub malformed: usize,
     /// The first skipped line's number (from 1) and why, for the log.
     pub first_error: Option<(usize, String)>,
+    /// Where the parse was stopped ([`parse_each_until`]): the number of the first line not
+    /// read, and how many lines were not read from there on (blank ones included).
+    pub stopped: Option<(usize, usize)>,
 }
 
 /// Parses a whole body into its families; never fails, counts what it skips. A family
@@ -173,6 +195,18 @@ pub fn parse(text: &str, format: Format) -> Scrape<'_> {
 /// size is held: a 100k-series body's samples took 58 MB at once, and real exporters put
 /// most of their series in a few families.
 pub fn parse_each<'a>(text: &'a str, format: Format, each: impl FnMut(Line<'a>)) -> Skipped {
+    parse_each_until(text, format, || false, each)
+}
+
+/// [`parse_each`] that asks `stop` every 64 KiB or 1024 lines whether to go on: when it
+/// says stop, the parse ends there and the lines not read are counted. This is how a
+/// scrape's parse keeps within its target's deadline.
+pub fn parse_each_until<'a>(
+    text: &'a str,
+    format: Format,
+    mut stop: impl FnMut() -> bool,
+    each: impl FnMut(Line<'a>),
+) -> Skipped {
     let mut parser = Parser {
         format,
         each,
@@ -180,7 +214,21 @@ pub fn parse_each<'a>(text: &'a str, format: Format, each: impl FnMut(Line<'a>))
         eof: false,
     };
     let mut skipped = Skipped::default();
+    let (mut offset, mut bytes, mut lines) = (0, 0, 0);
     for (i, line) in text.split('\n').enumerate() {
+        // Asked before a line is read, so a long line is never started late.
+        bytes += line.len() + 1;
+        lines += 1;
+        if bytes >= STOP_CHECK_BYTES || lines >= STOP_CHECK_LINES {
+            (bytes, lines) = (0, 0);
+            if stop() {
+                let rest = &text[offset.min(text.len())..];
+                let not_read = newlines(rest.as_bytes()) + usize::from(!rest.ends_with('\n'));
+                skipped.stopped = Some((i + 1, not_read));
+                break;
+            }
+        }
+        offset += line.len() + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
         if let Err(why) = parser.line(line) {
             skipped.malformed += 1;
@@ -196,7 +244,8 @@ struct Parser<'a, F> {
     format: Format,
     /// Takes each line once it is parsed.
     each: F,
-    /// Every family named so far, by name: its type, and whether it has had samples.
+    /// Families named so far (at most [`MAX_FAMILIES`]), by name: their type, and whether
+    /// they have had samples.
     known: HashMap<&'a str, Known>,
     /// OpenMetrics' `# EOF` was seen: nothing may follow it.
     eof: bool,
@@ -221,10 +270,7 @@ impl<'a, F: FnMut(Line<'a>)> Parser<'a, F> {
             return self.comment(comment);
         }
         let sample = self.sample(trimmed)?;
-        let family = self.family_of(sample.name);
-        let known = self.known.get_mut(family).expect("family_of declares it");
-        known.sampled = true;
-        let kind = known.kind;
+        let (family, kind) = self.family_of(sample.name);
         (self.each)(Line::Sample {
             family,
             kind,
@@ -253,10 +299,7 @@ impl<'a, F: FnMut(Line<'a>)> Parser<'a, F> {
         let kind = match keyword {
             "TYPE" => {
                 let kind = Kind::parse(text.trim_end()).ok_or("an unknown metric type")?;
-                let known = self.known.entry(name).or_insert(Known {
-                    kind,
-                    sampled: false,
-                });
+                let known = self.remember(name, kind)?;
                 if known.sampled {
                     return Err("# TYPE after the family's samples");
                 }
@@ -265,11 +308,11 @@ impl<'a, F: FnMut(Line<'a>)> Parser<'a, F> {
             }
             "HELP" => {
                 help = Some(unescape_help(text));
-                self.declared(name)
+                self.remember(name, Kind::Untyped)?.kind
             }
             _ => {
                 unit = Some(text.trim_end().to_string());
-                self.declared(name)
+                self.remember(name, Kind::Untyped)?.kind
             }
         };
         (self.each)(Line::Meta {
@@ -281,22 +324,27 @@ impl<'a, F: FnMut(Line<'a>)> Parser<'a, F> {
         Ok(())
     }
 
-    /// A family's type, made untyped when this is its first mention.
-    fn declared(&mut self, name: &'a str) -> Kind {
-        self.known
-            .entry(name)
-            .or_insert(Known {
-                kind: Kind::Untyped,
+    /// A family as remembered, first mentioned now with type `kind` when it is new; an
+    /// error when it is new and [`MAX_FAMILIES`] are remembered already.
+    fn remember(&mut self, name: &'a str, kind: Kind) -> Result<&mut Known, &'static str> {
+        let full = self.known.len() >= MAX_FAMILIES;
+        match self.known.entry(name) {
+            Entry::Occupied(known) => Ok(known.into_mut()),
+            Entry::Vacant(_) if full => Err("more than 100000 metric families in one scrape"),
+            Entry::Vacant(new) => Ok(new.insert(Known {
+                kind,
                 sampled: false,
-            })
-            .kind
+            })),
+        }
     }
 
-    /// The family a sample belongs to: the declared family it names, with or without one of
-    /// that family's suffixes; else an untyped family of its own name.
-    fn family_of(&mut self, sample: &'a str) -> &'a str {
-        if self.known.contains_key(sample) {
-            return sample;
+    /// The family a sample belongs to and its type: the declared family it names, with or
+    /// without one of that family's suffixes; else an untyped family of its own name
+    /// (remembered while there is room).
+    fn family_of(&mut self, sample: &'a str) -> (&'a str, Kind) {
+        if let Some(known) = self.known.get_mut(sample) {
+            known.sampled = true;
+            return (sample, known.kind);
         }
         // A lookup per known suffix, not a scan of every family: a body may hold 100k series.
         for suffix in ALL_SUFFIXES {
@@ -306,11 +354,17 @@ impl<'a, F: FnMut(Line<'a>)> Parser<'a, F> {
             if let Some((&name, known)) = self.known.get_key_value(base)
                 && known.kind.suffixes().contains(&suffix)
             {
-                return name;
+                let kind = known.kind;
+                if let Some(known) = self.known.get_mut(name) {
+                    known.sampled = true;
+                }
+                return (name, kind);
             }
         }
-        self.declared(sample);
-        sample
+        if let Ok(known) = self.remember(sample, Kind::Untyped) {
+            known.sampled = true;
+        }
+        (sample, Kind::Untyped)
     }
 
     /// `name{label="value",...} value [timestamp] [# exemplar]`.
@@ -369,21 +423,26 @@ impl<'a, F: FnMut(Line<'a>)> Parser<'a, F> {
     }
 }
 
-/// Labels after the `{`, up to and including the `}`: the labels and what follows.
+/// Labels after the `{`, up to and including the `}`: the labels and what follows. Linear in
+/// the line: at most [`MAX_LABELS`] are read, and they are checked for a name given twice
+/// once, by sorting.
 fn parse_labels(mut s: &str) -> Result<(Labels<'_>, &str), &'static str> {
     let mut labels: Labels = Vec::new();
     loop {
         s = s.trim_start_matches([' ', '\t']);
         if let Some(after) = s.strip_prefix('}') {
+            if has_a_name_twice(&labels) {
+                return Err("a label given twice");
+            }
             return Ok((labels, after));
+        }
+        if labels.len() == MAX_LABELS {
+            return Err("more than 128 labels on one sample");
         }
         let eq = s.find('=').ok_or("a label without '='")?;
         let name = s[..eq].trim_end_matches([' ', '\t']);
         if !is_label_name(name) {
             return Err("an invalid label name");
-        }
-        if labels.iter().any(|(k, _)| *k == name) {
-            return Err("a label given twice");
         }
         s = s[eq + 1..].trim_start_matches([' ', '\t']);
         s = s.strip_prefix('"').ok_or("a label value without quotes")?;
@@ -396,6 +455,39 @@ fn parse_labels(mut s: &str) -> Result<(Labels<'_>, &str), &'static str> {
             return Err("labels not separated by ','");
         }
     }
+}
+
+/// How many `\n` bytes `bytes` holds, eight at a time: this runs after a deadline, on up to
+/// 32 MiB, and must cost little in any build (a loop over bytes or matches took a second of
+/// an unoptimised build's time past the deadline).
+fn newlines(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder().iter().filter(|b| **b == b'\n').count();
+    words.fold(tail, |n, word| {
+        let mut w = [0; 8];
+        w.copy_from_slice(word);
+        // Each byte of `x` is zero where a newline was; `zero` has the top bit of exactly
+        // those bytes set (no borrow crosses bytes, unlike the usual has-zero test).
+        let x = u64::from_ne_bytes(w) ^ NEWLINES;
+        let zero = !(((x & ONES).wrapping_add(ONES)) | x | ONES);
+        n + zero.count_ones() as usize
+    })
+}
+
+/// Whether two labels share a name: compared pairwise when there are a few (as nearly always),
+/// by sorting their names when there are more.
+fn has_a_name_twice(labels: &Labels) -> bool {
+    if labels.len() <= 8 {
+        return labels
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| labels[..i].iter().any(|(j, _)| j == k));
+    }
+    let mut names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+    names.sort_unstable();
+    names.windows(2).any(|w| w[0] == w[1])
 }
 
 /// A quoted label value after its opening quote: the value, unescaped, and where its closing
@@ -479,6 +571,36 @@ pub(super) fn is_label_name(s: &str) -> bool {
     let mut bytes = s.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The least CPU time of five runs of `work`, in seconds, for the complexity guards: CPU
+/// time of the running thread, so the other processes of a busy machine do not count.
+#[cfg(test)]
+pub(crate) fn best_cpu_time(mut work: impl FnMut()) -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        secs: i64,
+        nanos: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, now: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let now = || {
+        let mut t = Timespec { secs: 0, nanos: 0 };
+        // SAFETY: clock_gettime writes one timespec to a valid pointer; the libc the standard
+        // library links is the one declared.
+        let ok = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+        assert!(ok, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+        t.secs as f64 + t.nanos as f64 * 1e-9
+    };
+    (0..5)
+        .map(|_| {
+            let started = now();
+            work();
+            now() - started
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 #[cfg(test)]
@@ -730,6 +852,167 @@ rpc_duration_seconds_count 2693
         assert!(is_label_name("le"));
         assert!(!is_label_name("a:b"));
         assert!(!is_label_name("9"));
+    }
+
+    /// A line of `n` labels, the shape of the freeze: `m{l0="v",l1="v",...} 1`.
+    fn label_bomb(n: usize) -> String {
+        let mut line = String::with_capacity(n * 12 + 8);
+        line.push_str("m{");
+        for i in 0..n {
+            line.push_str(&format!("l{i}=\"v\","));
+        }
+        line.push_str("} 1\n");
+        line
+    }
+
+    #[test]
+    fn a_line_of_300k_labels_is_refused_in_well_under_a_second_and_the_rest_is_read() {
+        let body = format!("before 1\n{}after 2\n", label_bomb(300_000));
+        let started = std::time::Instant::now();
+        let s = text(&body);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_millis(300), "{took:?}");
+        let names: Vec<&str> = s.families.iter().map(|f| f.name).collect();
+        assert_eq!(names, ["before", "after"]);
+        assert_eq!(s.skipped.malformed, 1);
+        assert_eq!(
+            s.skipped.first_error,
+            Some((2, "more than 128 labels on one sample".to_string()))
+        );
+    }
+
+    #[test]
+    fn a_sample_keeps_up_to_128_labels_and_a_name_twice_is_found_among_many() {
+        let most = label_bomb(MAX_LABELS);
+        let s = text(&most);
+        assert_eq!(s.skipped.malformed, 0, "{:?}", s.skipped.first_error);
+        assert_eq!(s.families[0].samples[0].labels.len(), 128);
+        let over = label_bomb(MAX_LABELS + 1);
+        let s = text(&over);
+        assert_eq!((s.families.len(), s.skipped.malformed), (0, 1));
+        // The duplicate is the last of 100 labels: found by the sorted check.
+        let twice = label_bomb(99).replace("} 1", "l5=\"w\"} 1");
+        let s = text(&twice);
+        assert_eq!(
+            s.skipped.first_error,
+            Some((1, "a label given twice".to_string()))
+        );
+    }
+
+    /// Complexity guards: each shape of body at size n and 4n. Linear work takes about 4 times
+    /// as long; quadratic, 16. The threshold is 8, and the best of five runs' CPU time is
+    /// compared, so a loaded machine does not fail it.
+    #[test]
+    fn parsing_time_grows_linearly_with_the_body_whatever_its_shape() {
+        type Shape = (&'static str, fn(usize) -> String);
+        let shapes: [Shape; 8] = [
+            ("one line of n labels", |n| label_bomb(n * 8)),
+            ("n lines of 128 labels", |n| {
+                label_bomb(MAX_LABELS).repeat(n / 16)
+            }),
+            ("n lines of 129 labels, each refused", |n| {
+                label_bomb(MAX_LABELS + 1).repeat(n / 16)
+            }),
+            ("n distinct families", |n| {
+                (0..n * 4).map(|i| format!("f{i} 1\n")).collect()
+            }),
+            ("n typed families", |n| {
+                (0..n * 2)
+                    .map(|i| format!("# TYPE h{i} histogram\nh{i}_bucket{{le=\"1\"}} 1\n"))
+                    .collect()
+            }),
+            ("one escaped label value of n characters", |n| {
+                format!("m{{a=\"{}\"}} 1\n", "\\\"x".repeat(n * 64))
+            }),
+            ("one name of n characters", |n| {
+                format!("{} 1\n", "a".repeat(n * 256))
+            }),
+            ("n lines of the same series", |n| "d 1\n".repeat(n * 4)),
+        ];
+        for (what, body) in shapes {
+            let n = 1_000;
+            let (small, large) = (body(n), body(4 * n));
+            for format in [Format::Text, Format::OpenMetrics] {
+                let time = |body: &str| best_cpu_time(|| drop(parse(body, format)));
+                let (t1, t4) = (time(&small), time(&large));
+                assert!(
+                    t4 / t1 < 8.0,
+                    "{what} ({format:?}): n took {t1:.4} s, 4n {t4:.4} s"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn newlines_are_counted_a_word_at_a_time_exactly() {
+        for text in [
+            "",
+            "\n",
+            "a\nb",
+            "\n\n\n\n\n\n\n\n\n",
+            "0123456\n89\n\u{8a}\x0b\n",
+        ] {
+            let slow = text.bytes().filter(|b| *b == b'\n').count();
+            assert_eq!(newlines(text.as_bytes()), slow, "{text:?}");
+        }
+        // Every byte value in every place of a word: 16 newlines in 4096 bytes, then 0, 1, 2.
+        let all: Vec<u8> = (0..=255).cycle().take(4099).collect();
+        assert_eq!(newlines(&all), 16);
+        assert_eq!(newlines(&all[1..]), 16);
+    }
+
+    #[test]
+    fn a_parse_stops_when_asked_and_counts_what_it_did_not_read() {
+        let body: String = (0..5000).map(|i| format!("m{{i=\"{i}\"}} 1\n\n")).collect();
+        let mut asked = 0;
+        let mut samples = 0;
+        let skipped = parse_each_until(
+            &body,
+            Format::Text,
+            || {
+                asked += 1;
+                asked == 2
+            },
+            |line| samples += usize::from(matches!(line, Line::Sample { .. })),
+        );
+        // Asked every 1024 lines (a sample and a blank line each): the first time lets it
+        // on, the second (before line 2048) stops it.
+        assert_eq!(samples, 1024);
+        // Not read: the blank line 2048 and the 3976 samples left, each with its blank line.
+        assert_eq!(skipped.stopped, Some((2048, 1 + 2 * (5000 - 1024))));
+        assert_eq!(skipped.malformed, 0);
+        // A parse never asked to stop reads everything.
+        assert_eq!(parse_each(&body, Format::Text, |_| {}).stopped, None);
+    }
+
+    #[test]
+    fn past_100000_families_a_new_type_line_is_refused_and_new_samples_are_untyped() {
+        let mut body: String = (0..MAX_FAMILIES).map(|i| format!("f{i} 1\n")).collect();
+        body.push_str("# TYPE late counter\nlate_total 5\nf7 2\n");
+        let mut kinds = Vec::new();
+        let skipped = parse_each(&body, Format::Text, |line| {
+            if let Line::Sample {
+                family,
+                kind,
+                sample,
+            } = line
+                && sample.value != 1.0
+            {
+                kinds.push((family, kind));
+            }
+        });
+        assert_eq!(
+            skipped.first_error,
+            Some((
+                MAX_FAMILIES + 1,
+                "more than 100000 metric families in one scrape".to_string()
+            ))
+        );
+        assert_eq!(skipped.malformed, 1);
+        assert_eq!(
+            kinds,
+            [("late_total", Kind::Untyped), ("f7", Kind::Untyped)]
+        );
     }
 
     /// Where `make oracle` (run by `make test` before the unit tests) leaves real exporter
