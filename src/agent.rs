@@ -159,14 +159,18 @@ impl<S: MetricSink> Agent<S> {
         let duration = started.elapsed().saturating_sub(waited);
         let gauges = self.buffer.gauges();
         // Counted before it is logged, so whoever reads the log line finds it in /metrics.
-        self.stats.lock().expect("stats lock").record_cycle(
-            collected,
-            statuses,
-            duration,
-            &publish,
-            gauges,
-            (timestamp, SystemTime::now()),
-        );
+        {
+            let mut stats = self.stats.lock().expect("stats lock");
+            stats.record_cycle(
+                collected,
+                statuses,
+                duration,
+                &publish,
+                gauges,
+                (timestamp, SystemTime::now()),
+            );
+            stats.scrape_dropped.add(&summary.scrape_dropped);
+        }
         info!(
             cycle_timestamp = %humantime::format_rfc3339(timestamp),
             targets = summary.targets,
@@ -178,6 +182,7 @@ impl<S: MetricSink> Agent<S> {
             calls = publish.calls,
             queued = publish.queued,
             dropped = publish.dropped(),
+            scrape_dropped = summary.scrape_dropped.total(),
             collect_ms = collect_time.as_millis() as u64,
             buffer_write_us = write_time.as_micros() as u64,
             splay_ms = waited.as_millis() as u64,

@@ -12,6 +12,7 @@ use crate::buffer::Gauges;
 use crate::schedule::Ticks;
 use crate::sinks::cloudwatch::PublishReport;
 use crate::sources::TargetStatus;
+use crate::sources::prometheus::Dropped;
 
 /// The stats as the cycle and the listener share them.
 pub type SharedStats = Arc<Mutex<Stats>>;
@@ -46,6 +47,8 @@ pub struct Stats {
     /// That cycle's timestamp: the tick it ran for (or the start, for the first cycle).
     pub last_success_cycle: Option<SystemTime>,
     pub targets: Vec<TargetStatus>,
+    /// What scrape targets sent that was not published, by reason, since the start.
+    pub scrape_dropped: Dropped,
 }
 
 /// The answer to `GET /healthz`.
@@ -79,6 +82,7 @@ impl Stats {
             last_success: None,
             last_success_cycle: None,
             targets: Vec::new(),
+            scrape_dropped: Dropped::default(),
         }
     }
 
@@ -304,6 +308,15 @@ impl Stats {
                 ("corrupt", self.dropped_corrupt),
             ]
             .map(|(reason, n)| (labels(&[("reason", reason)]), n as f64)),
+        );
+        metric(
+            "scrape_samples_dropped_total",
+            "counter",
+            "Lines and samples scrape targets sent that were not published, by reason (docs/prometheus.md).",
+            &self
+                .scrape_dropped
+                .by_reason()
+                .map(|(reason, n)| (labels(&[("reason", reason)]), n as f64)),
         );
         if let Some(ok) = self.buffer.disk_ok {
             metric(

@@ -40,6 +40,8 @@ pub struct Summary {
     pub unhealthy: usize,
     /// Queries that failed on targets that were up (a plugin's cost queries).
     pub errors: u32,
+    /// What scrape targets sent that was not published, by reason.
+    pub scrape_dropped: prometheus::Dropped,
 }
 
 impl Collected {
@@ -61,6 +63,7 @@ impl Collected {
         self.summary.healthy += other.summary.healthy;
         self.summary.unhealthy += other.summary.unhealthy;
         self.summary.errors += other.summary.errors;
+        self.summary.scrape_dropped.add(&other.summary.scrape_dropped);
     }
 }
 
