@@ -21,6 +21,17 @@ The control port (POST) changes it: /mode?m=ok|down|hang|endless|trickle|reset (
 body that never ends; trickle: a byte a second; reset: the connection reset mid-body),
 /extra?n=N, /gzip?on=1,
 /malformed?on=1 (adds unparseable lines), /reset (scrape count back to 0: counters reset).
+
+Hostile bodies, each the usual lines plus its attack (docs/reliability.md's Limits):
+  /mode?m=labelbomb    a line of N labels, m{l0="v",...} 1 (/labels?n=N, default 300,000),
+                       and L lines of 128 labels each, heavy but valid (/labels?lines=L)
+  /mode?m=duplicates   instead of the usual lines, `d 1` 8,000,000 times, always gzip
+                       (about 31 KB on the wire, 32,000,000 bytes inflated)
+  /mode?m=spoof        the agent's own metric names: PluginHealthy{Region="us-east-1"},
+                       ScrapeUp and ScrapeDuration{Target=<this URL>,Region="us-east-1"},
+                       DatumsDropped and CycleDuration{Agent=<A>} (/spoof?agent=A)
+  /mode?m=dupseries    dup_total{a="1"} 10 then dup_total{a="1"} 20 in every scrape
+  /mode?m=negative     neg_total, a counter whose total is -1 then -3, -5... (-2n + 1)
 """
 
 import argparse
@@ -44,6 +55,45 @@ class State:
         self.malformed = False
         self.scale = 0
         self.lock = threading.Lock()
+        self.bomb_labels = 300_000
+        self.bomb_lines = 0
+        self.spoof_agent = "cloudwatch-publisher"
+        self.url = ""
+        self._cache = {}
+
+    def cached(self, key, make):
+        """Hostile bodies are megabytes: each made once."""
+        with self.lock:
+            if key not in self._cache:
+                self._cache[key] = make()
+            return self._cache[key]
+
+    def hostile_body(self, mode):
+        """A hostile mode's body, and whether it is gzip already."""
+        if mode == "duplicates":
+            return self.cached("duplicates", lambda: gzip.compress(b"d 1\n" * 8_000_000, 9)), True
+        usual = self.body()
+        with self.lock:
+            n = self.n
+        if mode == "labelbomb":
+            extra = self.cached(("bomb", self.bomb_labels, self.bomb_lines), self.label_bomb)
+        elif mode == "spoof":
+            extra = (f'PluginHealthy{{Region="us-east-1"}} 1\n'
+                     f'ScrapeUp{{Target="{self.url}",Region="us-east-1"}} 1\n'
+                     f'ScrapeDuration{{Target="{self.url}",Region="us-east-1"}} 1\n'
+                     f'DatumsDropped{{Agent="{self.spoof_agent}"}} 0\n'
+                     f'CycleDuration{{Agent="{self.spoof_agent}"}} 1\n').encode()
+        elif mode == "dupseries":
+            extra = b'# TYPE dup counter\ndup_total{a="1"} 10\ndup_total{a="1"} 20\n'
+        else:  # negative
+            extra = f"# TYPE neg counter\nneg_total {-2 * n + 1}\n".encode()
+        return usual + extra, False
+
+    def label_bomb(self):
+        line = "m{" + "".join(f'l{i}="v",' for i in range(self.bomb_labels)) + "} 1\n"
+        heavy = "heavy{" + "".join(f'l{i}="v",' for i in range(127))
+        lines = "".join(f'{heavy}i="{i}"}} 1\n' for i in range(self.bomb_lines))
+        return (line + lines).encode()
 
     def body(self):
         with self.lock:
@@ -93,6 +143,10 @@ def scale_body(n, rnd):
     return "\n".join(out) + "\n"
 
 
+# The modes whose body is the usual one plus an attack on the Prometheus source.
+HOSTILE_BODIES = ("labelbomb", "duplicates", "spoof", "dupseries", "negative")
+
+
 def handler_for(state):
     class Exporter(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -107,6 +161,10 @@ def handler_for(state):
                 return self.reply(404, b"not found\n", "text/plain")
             if state.mode in ("endless", "trickle", "reset"):
                 return self.hostile(state.mode)
+            if state.mode in HOSTILE_BODIES:
+                body, zipped = state.hostile_body(state.mode)
+                encoding = "gzip" if zipped else None
+                return self.reply(200, body, "text/plain; version=0.0.4; charset=utf-8", encoding)
             body = state.body()
             encoding = None
             if state.gzip and "gzip" in (self.headers.get("Accept-Encoding") or ""):
@@ -174,6 +232,11 @@ def control_for(state, server_box):
             elif url.path == "/reset":
                 with state.lock:
                     state.n = 0
+            elif url.path == "/labels":
+                state.bomb_labels = int(q.get("n", state.bomb_labels))
+                state.bomb_lines = int(q.get("lines", state.bomb_lines))
+            elif url.path == "/spoof":
+                state.spoof_agent = q["agent"]
             body = json.dumps({"scrapes": state.n, "mode": state.mode}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -190,6 +253,8 @@ def main():
     args = p.parse_args()
     state = State()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(state))
+    host = "localhost" if args.tls else "127.0.0.1"
+    state.url = f"{'https' if args.tls else 'http'}://{host}:{server.server_address[1]}/metrics"
     if args.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls)
