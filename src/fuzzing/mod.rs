@@ -16,9 +16,12 @@ pub mod connect;
 pub mod exposition;
 pub mod health;
 
+/// What a fuzz target runs on one input.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target: its name (the file in `fuzz/fuzz_targets/` and the corpus folder)
 /// and the function it runs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("buffer", buffer::run),
     ("config", config::run),
     ("connect", connect::run),
