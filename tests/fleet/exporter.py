@@ -20,7 +20,9 @@ counters and histograms moving each scrape; a series becomes one CloudWatch datu
 The control port (POST) changes it: /mode?m=ok|down|hang|endless|trickle|reset (endless: a
 body that never ends; trickle: a byte a second; reset: the connection reset mid-body),
 /extra?n=N, /gzip?on=1,
-/malformed?on=1 (adds unparseable lines), /reset (scrape count back to 0: counters reset).
+/malformed?on=1 (adds unparseable lines), /reset (scrape count back to 0: counters reset),
+/wide?n=N (instead, N gauges `wide_gauge` of 29 labels, each a 250-character name and a
+1020-character value: about 37 KB a datum, the widest CloudWatch takes; 800 make a 30 MB body).
 
 Hostile bodies, each the usual lines plus its attack (docs/reliability.md's Limits):
   /mode?m=labelbomb    a line of N labels, m{l0="v",...} 1 (/labels?n=N, default 300,000),
@@ -54,6 +56,8 @@ class State:
         self.gzip = False
         self.malformed = False
         self.scale = 0
+        self.wide = 0
+        self.wide_body = None
         self.lock = threading.Lock()
         self.bomb_labels = 300_000
         self.bomb_lines = 0
@@ -101,6 +105,11 @@ class State:
             n = self.n
         if self.scale:
             return scale_body(self.scale, n).encode()
+        if self.wide:
+            with self.lock:
+                if self.wide_body is None or self.wide_body[0] != self.wide:
+                    self.wide_body = (self.wide, wide_body(self.wide))
+                return self.wide_body[1]
         lines = [
             "# HELP room_temperature_celsius A room's temperature.",
             "# TYPE room_temperature_celsius gauge",
@@ -145,6 +154,16 @@ def scale_body(n, rnd):
 
 # The modes whose body is the usual one plus an attack on the Prometheus source.
 HOSTILE_BODIES = ("labelbomb", "duplicates", "spoof", "dupseries", "negative")
+
+
+def wide_body(n):
+    names = [f"l{d:02d}_" + "n" * 246 for d in range(29)]
+    fill = "v" * 1000
+    out = ["# TYPE wide_gauge gauge"]
+    for i in range(n):
+        labels = ",".join(f'{k}="{i:019d}{fill}"' for k in names)
+        out.append(f"wide_gauge{{{labels}}} {i}")
+    return ("\n".join(out) + "\n").encode()
 
 
 def handler_for(state):
@@ -232,6 +251,8 @@ def control_for(state, server_box):
             elif url.path == "/reset":
                 with state.lock:
                     state.n = 0
+            elif url.path == "/wide":
+                state.wide = int(q["n"])
             elif url.path == "/labels":
                 state.bomb_labels = int(q.get("n", state.bomb_labels))
                 state.bomb_lines = int(q.get("lines", state.bomb_lines))
