@@ -17,8 +17,9 @@ With /scale?n=N it serves instead N series of a large exporter: half gauges, thr
 counters, a fifth histograms of five buckets (benches/pipeline.rs makes the same text), the
 counters and histograms moving each scrape; a series becomes one CloudWatch datum a cycle.
 
-The control port (POST) changes it: /mode?m=ok|down|hang|endless|trickle|reset (endless: a
-body that never ends; trickle: a byte a second; reset: the connection reset mid-body),
+The control port (POST) changes it: /mode?m=ok|down|hang|endless|trickle|reset|long_name
+(endless: a body that never ends; trickle: a byte a second; reset: the connection reset
+mid-body; long_name: one sample whose metric name is 25 MiB long),
 /extra?n=N, /gzip?on=1,
 /malformed?on=1 (adds unparseable lines), /reset (scrape count back to 0: counters reset),
 /wide?n=N (instead, N gauges `wide_gauge` of 29 labels, each a 250-character name and a
@@ -180,6 +181,8 @@ def handler_for(state):
                 return self.reply(404, b"not found\n", "text/plain")
             if state.mode in ("endless", "trickle", "reset"):
                 return self.hostile(state.mode)
+            if state.mode == "long_name":
+                return self.reply(200, b"n" * (25 << 20) + b" 1\n", "text/plain; version=0.0.4")
             if state.mode in HOSTILE_BODIES:
                 body, zipped = state.hostile_body(state.mode)
                 encoding = "gzip" if zipped else None
