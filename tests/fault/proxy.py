@@ -283,7 +283,8 @@ class FaultProxy:
                 pass
 
     def _forward(self, head, body):
-        with socket.create_connection(self.upstream, timeout=30) as up:
+        # LocalStack can take tens of seconds over a 1000-datum request on a loaded machine.
+        with socket.create_connection(self.upstream, timeout=150) as up:
             lines = [l for l in head.split(b"\r\n") if not l.lower().startswith(b"connection:")]
             up.sendall(b"\r\n".join(lines) + b"\r\nconnection: close\r\n\r\n" + body)
             answer = read_message(up, b"")
