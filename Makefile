@@ -13,7 +13,7 @@ STATIC := target/$(HOST)/release/cloudwatch-publisher
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build release static bwrap exporters oracle test unit e2e deploy audit lint demo measure measure-buffer bench bench-compare simulate props-long venv sbom image-tag clean
+.PHONY: all build release static bwrap exporters oracle test unit e2e deploy audit lint demo measure measure-buffer bench bench-compare simulate props-long fuzz venv sbom image-tag clean
 
 all: build
 
@@ -120,6 +120,20 @@ measure-buffer: venv static
 props-long:
 	PROPTEST_CASES=$${PROPTEST_CASES:-50000} $(CARGO) test --locked --lib -- \
 	  buffer::record buffer::config prometheus::parse decoding syntaxes
+
+# Fuzzing every parser of outside input (src/fuzzing/, fuzz/): each target for FUZZ_SECONDS
+# (default 600) with libFuzzer, growing fuzz/corpus/<target>; a crash or a breach of an
+# invariant lands in fuzz/artifacts/<target>, which make test then replays as a regression
+# (tests/fuzz_corpus.rs). Needs the nightly toolchain; cargo-fuzz is installed if missing.
+# -timeout and -rss_limit_mb turn superlinear time or memory into a failure too.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= buffer config connect exposition health
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do \
+	  cargo +nightly fuzz run $$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -rss_limit_mb=2048 || exit 1; \
+	done
 
 # The image tag for this commit: semver plus the short git hash (docs/deployment.md).
 # The binary's dependencies as a CycloneDX SBOM, target/sbom/cloudwatch-publisher.cdx.json

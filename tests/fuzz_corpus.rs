@@ -24,11 +24,18 @@ fn every_committed_fuzz_input_keeps_its_invariants() {
                 }
                 let data = std::fs::read(&path).expect("a corpus file");
                 let result = std::panic::catch_unwind(|| run(&data));
-                assert!(result.is_ok(), "{name}: {} breaks an invariant", path.display());
+                assert!(
+                    result.is_ok(),
+                    "{name}: {} breaks an invariant",
+                    path.display()
+                );
                 inputs += 1;
             }
         }
-        assert!(inputs > 0, "fuzz/corpus/{name} is empty: seed it (make fuzz)");
+        assert!(
+            inputs > 0,
+            "fuzz/corpus/{name} is empty: seed it (make fuzz)"
+        );
         replayed += inputs;
     }
     println!("replayed {replayed} fuzz inputs");

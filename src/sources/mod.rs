@@ -63,7 +63,9 @@ impl Collected {
         self.summary.healthy += other.summary.healthy;
         self.summary.unhealthy += other.summary.unhealthy;
         self.summary.errors += other.summary.errors;
-        self.summary.scrape_dropped.add(&other.summary.scrape_dropped);
+        self.summary
+            .scrape_dropped
+            .add(&other.summary.scrape_dropped);
     }
 }
 
