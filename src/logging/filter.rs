@@ -42,6 +42,10 @@ pub const LOGGING_CRATES: &[&str] = &[
 
 /// Appended to every filter: the signing crate's traces carry the signing inputs.
 const REDACT: &str = "aws_sigv4=off";
+/// Appended when the filter reaches debug: the orchestrator's endpoint and auth resolution
+/// print their parameters there, the access key id among them. Only then, because the
+/// directive raises those targets to info under a quieter filter.
+const REDACT_DEBUG: &str = "aws_smithy_runtime::client::orchestrator::endpoints=info,aws_smithy_runtime::client::orchestrator::auth=info";
 /// Appended when the filter reaches trace: the orchestrator prints the signed request there.
 /// Only then, because the directive also raises the target to debug under an info filter.
 const REDACT_TRACE: &str = "aws_smithy_runtime::client::orchestrator=debug";
@@ -118,6 +122,9 @@ fn unknown_target(target: &str, bare: bool) -> String {
 pub fn directives(filter: &str) -> String {
     let hint = most_verbose(&filter.parse().unwrap_or_default());
     let mut out = format!("{filter},{REDACT}");
+    if hint.is_none_or(|level| level >= LevelFilter::DEBUG) {
+        out = format!("{out},{REDACT_DEBUG}");
+    }
     if hint.is_none_or(|level| level >= LevelFilter::TRACE) {
         out = format!("{out},{REDACT_TRACE}");
     }
@@ -161,6 +168,13 @@ mod tests {
         assert!(t.would_enable("aws_smithy_runtime::client::orchestrator", &Level::DEBUG));
         assert!(t.would_enable("cloudwatch_publisher::agent", &Level::TRACE));
         assert!(!t.would_enable("tokio_cron_scheduler::job", &Level::INFO));
+        for debug in ["debug", "trace", "info,aws_smithy_runtime=debug"] {
+            let t: Targets = directives(debug).parse().unwrap();
+            for module in ["endpoints", "auth"] {
+                let target = format!("aws_smithy_runtime::client::orchestrator::{module}");
+                assert!(!t.would_enable(&target, &Level::DEBUG), "{debug}: {target}");
+            }
+        }
     }
 
     #[test]
@@ -178,7 +192,7 @@ mod tests {
         for filter in ["trace", "info,aws_smithy_runtime=trace"] {
             let d = directives(filter);
             assert!(
-                d.contains(",aws_sigv4=off,aws_smithy_runtime::client::orchestrator=debug"),
+                d.contains(&format!(",{REDACT},{REDACT_DEBUG},{REDACT_TRACE}")),
                 "{d}"
             );
         }
