@@ -462,6 +462,26 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Equality that holds for NaN too: a record keeps every bit of a value. For the tests and
+/// the fuzz target's round trips.
+pub(crate) fn same_bits(a: &[Metric], b: &[Metric]) -> bool {
+    let bits = |v: &Value| match v {
+        Value::Gauge(x) => vec![0, x.to_bits()],
+        Value::Counter(x) => vec![1, x.to_bits()],
+        Value::Distribution(d) => std::iter::once(2)
+            .chain(d.values.iter().map(|x| x.to_bits()))
+            .chain([u64::MAX])
+            .chain(d.counts.iter().map(|x| x.to_bits()))
+            .collect(),
+    };
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (&x.name, &x.dimensions, x.unit, x.timestamp)
+                == (&y.name, &y.dimensions, y.unit, y.timestamp)
+                && bits(&x.value) == bits(&y.value)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,25 +528,6 @@ mod tests {
                 unit,
                 timestamp: UNIX_EPOCH + Duration::new(secs, nanos),
                 value,
-            })
-    }
-
-    /// Equality that holds for NaN too: the record must keep every bit of a value.
-    fn same(a: &[Metric], b: &[Metric]) -> bool {
-        let bits = |v: &Value| match v {
-            Value::Gauge(x) => vec![0, x.to_bits()],
-            Value::Counter(x) => vec![1, x.to_bits()],
-            Value::Distribution(d) => std::iter::once(2)
-                .chain(d.values.iter().map(|x| x.to_bits()))
-                .chain([u64::MAX])
-                .chain(d.counts.iter().map(|x| x.to_bits()))
-                .collect(),
-        };
-        a.len() == b.len()
-            && a.iter().zip(b).all(|(x, y)| {
-                (&x.name, &x.dimensions, x.unit, x.timestamp)
-                    == (&y.name, &y.dimensions, y.unit, y.timestamp)
-                    && bits(&x.value) == bits(&y.value)
             })
     }
 
@@ -711,7 +712,7 @@ mod tests {
             let s = scan(&framed);
             prop_assert_eq!(s.frames.len(), 1);
             let payload = &framed[s.frames[0].1.clone()];
-            prop_assert!(same(&metrics(payload).unwrap(), &ms));
+            prop_assert!(same_bits(&metrics(payload).unwrap(), &ms));
             let datums = ms.len() as u32;
             let is_head = matches!(head(payload), Ok(Head::Data { id: i, datums: d, .. }) if i == id && d == datums);
             prop_assert!(is_head);

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use crate::buffer::record::{self, DATA_HEAD, HEADER, Head, MAX_PAYLOAD, MIN_DATUM};
 use crate::buffer::{Buffer, Lost, RECORD_MAX_BYTES, RECORD_MAX_DATUMS};
-use crate::metric::{Metric, Value};
+use crate::metric::Metric;
 
 /// Separates segment files in the input: `a SEG| b` is two segments.
 const SPLIT: &[u8] = b"SEG|";
@@ -82,7 +82,7 @@ fn reader(data: &[u8]) -> Vec<Metric> {
         );
         let back = record::metrics(&again).expect("a record the agent encodes decodes");
         assert!(
-            same(&metrics, &back),
+            record::same_bits(&metrics, &back),
             "decoded, encoded and decoded again: the same"
         );
         assert_eq!(record::data(id, &back), again);
@@ -157,7 +157,10 @@ fn recovery(data: &[u8], decoded: &[Metric]) {
         buffer.ack(chunk.len());
         back.extend(chunk);
     }
-    assert!(same(&kept, &back), "every datum written is read back");
+    assert!(
+        record::same_bits(&kept, &back),
+        "every datum written is read back"
+    );
     drop(buffer);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -180,25 +183,4 @@ fn scratch() -> PathBuf {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Equality that holds for NaN too: a record keeps every bit of a value.
-fn same(a: &[Metric], b: &[Metric]) -> bool {
-    let bits = |v: &Value| -> Vec<u64> {
-        match v {
-            Value::Gauge(x) => vec![0, x.to_bits()],
-            Value::Counter(x) => vec![1, x.to_bits()],
-            Value::Distribution(d) => std::iter::once(2)
-                .chain(d.values.iter().map(|x| x.to_bits()))
-                .chain([u64::MAX])
-                .chain(d.counts.iter().map(|x| x.to_bits()))
-                .collect(),
-        }
-    };
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            (&x.name, &x.dimensions, x.unit, x.timestamp)
-                == (&y.name, &y.dimensions, y.unit, y.timestamp)
-                && bits(&x.value) == bits(&y.value)
-        })
 }
