@@ -595,6 +595,50 @@ mod tests {
         Config::from_vars(vars(pairs)).expect_err("invalid")
     }
 
+    /// Complexity guards ([`crate::complexity`]): the list variables at n and 4n entries,
+    /// valid and not, and one long value.
+    #[test]
+    fn parsing_the_configuration_is_linear_in_its_values() {
+        type Shape = (&'static str, &'static str, fn(usize) -> String);
+        let shapes: [Shape; 5] = [
+            ("n scrape targets", "SCRAPE_TARGETS", |n| {
+                (0..n)
+                    .map(|i| format!("http://h{i}:9100/m?t={i}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            ("n plugin targets", "PLUGIN_TARGETS", |n| {
+                // Distinct valid regions: i in base 26 as the region's word.
+                let word = |i: usize| {
+                    (0..4)
+                        .map(|d| char::from(b'a' + (i / 26usize.pow(d) % 26) as u8))
+                        .collect::<String>()
+                };
+                (0..n)
+                    .map(|i| format!("us-{}-1=http://h:{}", word(i), i % 60000 + 1))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            ("n labels to drop", "DROP_LABELS", |n| {
+                (0..n)
+                    .map(|i| format!("l{i}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            ("n empty entries", "SCRAPE_TARGETS", |n| ",".repeat(n)),
+            ("a namespace of n characters", "CLOUDWATCH_NAMESPACE", |n| {
+                ":".repeat(n * 8)
+            }),
+        ];
+        for (what, name, value) in shapes {
+            let n = 2_000;
+            let (small, large) = (vars(&[(name, &value(n))]), vars(&[(name, &value(4 * n))]));
+            crate::complexity::assert_linear(what, &small[..], &large[..], |v| {
+                drop(Config::from_vars(v.to_vec()))
+            });
+        }
+    }
+
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let c = ok(&[]);

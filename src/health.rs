@@ -622,6 +622,32 @@ mod tests {
     use crate::sinks::cloudwatch::PublishReport;
     use crate::stats::Stats;
 
+    /// Complexity guard ([`crate::complexity`]): a head of n bytes, fed a byte at a time
+    /// (the slowloris shape: the search resumes, never restarts) and whole.
+    #[test]
+    fn reading_a_head_is_linear_in_its_bytes() {
+        let head = |n: usize| format!("GET /healthz HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(n));
+        let (small, large) = (head(300), head(1_200));
+        assert!(large.len() < MAX_REQUEST_HEAD);
+        for chunk in [1, 4096] {
+            crate::complexity::assert_linear(
+                &format!("a head read {chunk} bytes at a time"),
+                small.as_bytes(),
+                large.as_bytes(),
+                |bytes| {
+                    // Many heads a run: one takes microseconds.
+                    for _ in 0..200 {
+                        let mut reader = HeadReader::default();
+                        let done = bytes.chunks(chunk).find_map(|c| reader.push(c));
+                        let head = done.expect("complete").expect("accepted");
+                        assert_eq!(head.len(), bytes.len());
+                        assert!(parse(&head).is_ok());
+                    }
+                },
+            );
+        }
+    }
+
     fn schedule() -> Schedule {
         Schedule::parse("0 * * * * *").unwrap()
     }

@@ -16,6 +16,8 @@ mod agent;
 #[doc(hidden)]
 pub mod bench;
 mod buffer;
+#[cfg(test)]
+mod complexity;
 mod config;
 mod exit;
 #[doc(hidden)]

@@ -350,6 +350,54 @@ fn code_for_status(status: u16) -> &'static str {
 mod tests {
     use super::*;
 
+    /// Complexity guard ([`crate::complexity`]): answers of n entries, OK and error.
+    #[test]
+    fn decoding_an_answer_is_linear_in_its_body() {
+        let info = |n: usize| {
+            let entries: Vec<String> = (0..n).map(|i| format!(r#""k{i}":"v""#)).collect();
+            format!(r#"{{"version":"1","metadata":{{{}}}}}"#, entries.join(","))
+        };
+        let cost = |n: usize| {
+            let m = r#"{"kind":"METRIC_KIND_CARBON_FOOTPRINT","value":1,"unit":"g"}"#;
+            format!(
+                r#"{{"currency":"USD","impactMetrics":[{}]}}"#,
+                vec![m; n].join(",")
+            )
+        };
+        let error = |n: usize| {
+            format!(
+                r#"{{"code":"internal","message":"{}"}}"#,
+                "\\u00e9".repeat(n)
+            )
+        };
+        let n = 2_000;
+        crate::complexity::assert_linear(
+            "n metadata entries",
+            info(n).as_bytes(),
+            info(4 * n).as_bytes(),
+            |b| {
+                decode::<PluginInfo>(StatusCode::OK, b).unwrap();
+            },
+        );
+        crate::complexity::assert_linear(
+            "n impact metrics",
+            cost(n).as_bytes(),
+            cost(4 * n).as_bytes(),
+            |b| {
+                decode::<ProjectedCost>(StatusCode::OK, b).unwrap();
+            },
+        );
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        crate::complexity::assert_linear(
+            "an error of n escapes",
+            error(n).as_bytes(),
+            error(4 * n).as_bytes(),
+            |b| {
+                decode::<ProjectedCost>(status, b).unwrap_err();
+            },
+        );
+    }
+
     #[test]
     fn reads_the_documented_cost_answer() {
         let c: ProjectedCost = serde_json::from_str(

@@ -220,6 +220,7 @@ pub fn parse_ports(spec: &str) -> Result<Vec<u16>, String> {
 pub fn parse_targets(spec: &str) -> Result<Vec<ExplicitTarget>, String> {
     const EXPECTED: &str = "region=http://host:port pairs, comma separated";
     let mut targets: Vec<ExplicitTarget> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for part in spec.split(',').map(str::trim) {
         let Some((region, url)) = part.split_once('=') else {
             return Err(format!(
@@ -231,7 +232,7 @@ pub fn parse_targets(spec: &str) -> Result<Vec<ExplicitTarget>, String> {
         check_region(region, EXPECTED)?;
         let base_url = parse_base_url(url)
             .map_err(|why| format!("{EXPECTED} ({:?}: {why})", untrusted::shown_url(url, 80)))?;
-        if targets.iter().any(|t| t.region == region) {
+        if !seen.insert(region) {
             return Err(format!("{EXPECTED} ({region} is listed twice)"));
         }
         targets.push(ExplicitTarget {

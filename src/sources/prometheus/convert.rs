@@ -1356,8 +1356,7 @@ mod tests {
         assert_eq!(gauges as u64 + c.dropped.not_read - 4, 3000);
     }
 
-    /// Complexity guards for the conversion, as for the parser: each shape at n and 4n, the
-    /// best of five runs' CPU time, 4n under 8 times n.
+    /// Complexity guards for the conversion, as for the parser ([`crate::complexity`]).
     #[test]
     fn conversion_time_grows_linearly_with_the_body_whatever_its_shape() {
         let labels: String = (0..128).map(|i| format!("l{i}=\"v\",")).collect();
@@ -1416,14 +1415,10 @@ mod tests {
         for (what, body) in shapes {
             let n = 1_000;
             let (small, large) = (body(n), body(4 * n));
-            let time = |body: &str| {
-                super::super::parse::best_cpu_time(|| {
-                    let mut state = State::default();
-                    drop(convert_body(body, Format::Text, &r, &mut state, at()));
-                })
-            };
-            let (t1, t4) = (time(&small), time(&large));
-            assert!(t4 / t1 < 8.0, "{what}: n took {t1:.4} s, 4n {t4:.4} s");
+            crate::complexity::assert_linear(what, small.as_str(), large.as_str(), |body| {
+                let mut state = State::default();
+                drop(convert_body(body, Format::Text, &r, &mut state, at()));
+            });
         }
     }
 
