@@ -47,13 +47,19 @@ pub fn request_overhead(namespace: &str) -> usize {
 
 /// Cuts `datums` in order into batches within both limits: each batch a range of them.
 pub fn split(datums: &[Metric], namespace: &str) -> Vec<Range<usize>> {
+    split_at_most(datums, namespace, MAX_DATUMS)
+}
+
+/// As [`split`], with at most `max_datums` (1 to [`MAX_DATUMS`]) in a batch.
+pub fn split_at_most(datums: &[Metric], namespace: &str, max_datums: usize) -> Vec<Range<usize>> {
+    let max_datums = max_datums.clamp(1, MAX_DATUMS);
     let base = request_overhead(namespace);
     let mut batches = Vec::new();
     let mut start = 0;
     let mut bytes = base;
     for (i, d) in datums.iter().enumerate() {
         let size = encoded_size(d);
-        if i > start && (i - start == MAX_DATUMS || bytes + size > MAX_BODY_BYTES) {
+        if i > start && (i - start == max_datums || bytes + size > MAX_BODY_BYTES) {
             batches.push(start..i);
             start = i;
             bytes = base;
@@ -100,6 +106,10 @@ mod tests {
     #[test]
     fn nothing_in_nothing_out() {
         assert!(split(&[], NS).is_empty());
+        let ds: Vec<Metric> = (0..250).map(datum).collect();
+        assert_eq!(split_at_most(&ds, NS, 100), [0..100, 100..200, 200..250]);
+        assert_eq!(split_at_most(&ds, NS, 0), split_at_most(&ds, NS, 1));
+        assert_eq!(split_at_most(&ds, NS, 5000), vec![0..250]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod sdk_errors;
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
@@ -31,6 +31,9 @@ use crate::metric::Metric;
 /// Datums read from the buffer at a time: one record, two full requests. A chunk is held
 /// decoded while it is sent, so a small one keeps an outage's memory to the records.
 const CHUNK_DATUMS: usize = crate::buffer::RECORD_MAX_DATUMS;
+/// The fewest datums a request is cut to after timeouts: below this the per-request cost
+/// dominates, and a slower endpoint is down rather than slow.
+pub const MIN_BATCH_DATUMS: usize = 25;
 /// Datums this close to the 14-day limit would likely expire on the way; they are dropped.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
@@ -113,6 +116,8 @@ pub struct Publisher<S> {
     sink: S,
     namespace: String,
     retry: RetryPolicy,
+    /// Datums a request holds at most now: [`batch::MAX_DATUMS`] until a request times out.
+    batch_datums: usize,
 }
 
 impl<S: MetricSink> Publisher<S> {
@@ -121,6 +126,7 @@ impl<S: MetricSink> Publisher<S> {
             sink,
             namespace,
             retry,
+            batch_datums: batch::MAX_DATUMS,
         }
     }
 
@@ -191,7 +197,8 @@ impl<S: MetricSink> Publisher<S> {
             report.dropped_expired += expired;
         }
 
-        let mut pending: VecDeque<Range<usize>> = batch::split(&valid, &self.namespace).into();
+        let mut pending: VecDeque<Range<usize>> =
+            batch::split_at_most(&valid, &self.namespace, self.batch_datums).into();
         // Datums of the chunk already acknowledged.
         let mut acked = 0;
         // Acknowledges everything before the first datum still to send.
@@ -201,6 +208,7 @@ impl<S: MetricSink> Publisher<S> {
             acked = upto;
         };
         ack_upto(&pending, buffer);
+        let mut halving = false;
         while let Some(b) = pending.pop_front() {
             // Past the deadline the rest waits for the next cycle rather than delaying it: a
             // skipped tick would lose a cycle of data, a deferred batch loses nothing. The
@@ -213,9 +221,28 @@ impl<S: MetricSink> Publisher<S> {
                 );
                 return false;
             }
+            let cut = self.batch_datums;
             match self.send(&valid[b.clone()], deadline, report).await {
-                Ok(()) => report.published += b.len(),
+                Ok(()) => {
+                    report.published += b.len();
+                    // Requests may be larger again: the rest is cut anew (pending always
+                    // runs on to the end), unless a rejected batch is being halved.
+                    if self.batch_datums > cut
+                        && !halving
+                        && let Some(from) = pending.front().map(|r| r.start)
+                    {
+                        pending = batch::split_at_most(
+                            &valid[from..],
+                            &self.namespace,
+                            self.batch_datums,
+                        )
+                        .into_iter()
+                        .map(|r| r.start + from..r.end + from)
+                        .collect();
+                    }
+                }
                 Err(PutError::Rejected(why)) if b.len() > 1 => {
+                    halving = true;
                     warn!(datums = b.len(), error = %why, "CloudWatch rejected a batch; splitting it to find the bad datum");
                     let mid = b.start + b.len() / 2;
                     pending.push_front(mid..b.end);
@@ -239,7 +266,7 @@ impl<S: MetricSink> Publisher<S> {
 
     /// One batch, retried with backoff while the error is transient and time remains.
     async fn send(
-        &self,
+        &mut self,
         batch: &[Metric],
         deadline: Instant,
         report: &mut PublishReport,
@@ -255,14 +282,16 @@ impl<S: MetricSink> Publisher<S> {
             .build()
             .map(full_jitter);
         let attempts = AtomicUsize::new(0);
+        let timed_out = AtomicBool::new(false);
+        let (sink, namespace) = (&self.sink, self.namespace.as_str());
         let attempt = || async {
             attempts.fetch_add(1, Ordering::Relaxed);
             let budget = deadline
                 .saturating_duration_since(Instant::now())
                 .max(policy.min_attempt);
-            tokio::time::timeout(budget, self.sink.put(&self.namespace, batch))
-                .await
-                .unwrap_or_else(|_| Err(PutError::Retryable("PutMetricData timed out".into())))
+            let answer = tokio::time::timeout(budget, sink.put(namespace, batch)).await;
+            timed_out.store(answer.is_err(), Ordering::Relaxed);
+            answer.unwrap_or_else(|_| Err(PutError::Retryable("PutMetricData timed out".into())))
         };
         let result = attempt
             .retry(backoff)
@@ -277,6 +306,18 @@ impl<S: MetricSink> Publisher<S> {
         let attempts = attempts.into_inner();
         report.calls += attempts;
         report.failed_calls += attempts - usize::from(result.is_ok());
+        if result.is_err() && timed_out.into_inner() {
+            let smaller = (batch.len() / 2).max(MIN_BATCH_DATUMS);
+            if smaller < self.batch_datums {
+                self.batch_datums = smaller;
+                warn!(
+                    datums = smaller,
+                    "PutMetricData timed out; requests hold at most this many datums until they are answered in time"
+                );
+            }
+        } else if result.is_ok() && batch.len() >= self.batch_datums {
+            self.batch_datums = (self.batch_datums * 2).min(batch::MAX_DATUMS);
+        }
         result
     }
 }
@@ -607,6 +648,61 @@ pub(crate) mod tests {
             .publish(vec![], Instant::now() + Duration::from_secs(5))
             .await;
         assert_eq!((r.published, r.queued), (2500, 0));
+    }
+
+    /// Times out any request of more than `.0` datums.
+    struct SlowAbove(usize);
+
+    impl MetricSink for SlowAbove {
+        async fn put(&self, _namespace: &str, batch: &[Metric]) -> Result<(), PutError> {
+            if batch.len() > self.0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_that_time_out_are_halved_until_a_backlog_drains_then_grow_back() {
+        let retry = RetryPolicy {
+            max_retries: 0,
+            ..fast()
+        };
+        let mut p = Rig::new(SlowAbove(100), 10_000, retry);
+        p.buffer.push(&data(0..1000), true);
+        // Each publish is already late: one attempt. 1000, 500, 250 and 125 time out.
+        for halved in [500, 250, 125, 62] {
+            let r = p.publish(vec![], Instant::now()).await;
+            assert_eq!((r.published, r.failed), (0, true));
+            assert_eq!(p.p.batch_datums, halved);
+        }
+        // 62 goes through, and a full request in time doubles the next one.
+        let r = p.publish(vec![], Instant::now()).await;
+        assert_eq!((r.published, r.queued, r.failed), (62, 938, false));
+        assert_eq!(p.p.batch_datums, 124);
+        // Whatever the first size was, the backlog drains.
+        for _ in 0..40 {
+            p.publish(vec![], Instant::now() + Duration::from_secs(10))
+                .await;
+        }
+        assert_eq!(p.buffer.len(), 0);
+        assert_eq!(p.sink().0, 100);
+        // Never below the floor, however many time out.
+        let mut p = Rig::new(SlowAbove(0), 10_000, retry);
+        p.buffer.push(&data(0..1000), true);
+        for _ in 0..10 {
+            p.publish(vec![], Instant::now()).await;
+        }
+        assert_eq!(p.p.batch_datums, MIN_BATCH_DATUMS);
+        // An endpoint fast again takes the size back up to 1000: 50, 100, ... 800, 1000.
+        let mut p = Rig::new(SlowAbove(usize::MAX), 10_000, retry);
+        p.p.batch_datums = 50;
+        p.buffer.push(&data(0..3000), true);
+        let r = p
+            .publish(vec![], Instant::now() + Duration::from_secs(10))
+            .await;
+        assert_eq!((r.published, r.calls), (3000, 7));
+        assert_eq!(p.p.batch_datums, 1000);
     }
 
     #[tokio::test(start_paused = true)]
