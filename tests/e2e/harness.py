@@ -311,6 +311,11 @@ class Exporter:
     def control(self, path, **params):
         return post_control(self.control_port, path, **params)
 
+    def body(self):
+        """What a scrape gets now (uncompressed; it counts as a scrape)."""
+        with urllib.request.urlopen(self.url, timeout=10) as r:
+            return r.read()
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.control("/mode", m="ok")
