@@ -126,7 +126,9 @@ def test_alarm_lines_are_put_metric_alarm_inputs(localstack, namespace):
     assert names == [f"{namespace}/{n}" for n in (
         "PluginDown/eu-west-1", "PluginDown/us-east-1", "AgentSilent/lines", "QueueBacklog/lines",
         "PublishFailing/lines", "DatumsDropped/lines", "CostJump/eu-west-1", "CostJump/us-east-1")]
-    assert "8 alarms" in err and "a month" in err
+    # docs/operations.md: R x (1 + B) + T + 4 metrics, $0.10 each: 2 x 4 + 4 = 12, $1.20.
+    assert err == ("8 alarms in {} (plugin regions: 2, scrape targets: 0) reading 12 metrics: about $1.20 "
+                   "a month, plus $3.00 for the dashboard beyond an account's first three\n").format(namespace)
     for alarm in lines:
         cw.put_metric_alarm(**alarm)  # botocore checks every field against the API model
     back = {a["AlarmName"]: a for a in cw.describe_alarms(AlarmNamePrefix=f"{namespace}/")["MetricAlarms"]}
@@ -135,6 +137,53 @@ def test_alarm_lines_are_put_metric_alarm_inputs(localstack, namespace):
         got = back[alarm["AlarmName"]]
         for key, value in alarm.items():
             assert got[key] == value, (alarm["AlarmName"], key)
+
+
+BASKET_OF_10 = ",".join(f"ec2:t3.{s}" for s in ("nano", "micro", "small", "medium", "large", "xlarge")) + \
+    ",ec2:m5.large,ec2:m5.xlarge,ec2:c5.large,ec2:r5.large"
+TWELVE = EXAMPLE_REGIONS + ",eu-central-1,eu-west-2"
+
+
+@pytest.mark.parametrize("regions,extra,alarms,metrics,usd", [
+    # docs/operations.md's table, row by row.
+    (EXAMPLE_REGIONS, {}, 25, 45, "4.50"),
+    (TWELVE, {"SCRAPE_TARGETS": "", "COST_RESOURCES": BASKET_OF_10}, 28, 136, "13.60"),
+    (EXAMPLE_REGIONS, {"SCRAPE_TARGETS": "", "SELF_METRICS": "false"}, 20, 40, "4.00"),
+])
+def test_the_cost_line_is_the_documented_figure(regions, extra, alarms, metrics, usd):
+    env = {**agent_env("http://127.0.0.1:9", "FinFocus/Plugins"), **EXAMPLE_ENV, **extra}
+    code, out, err = monitoring(env, "alarms", "--regions", regions)
+    assert code == 0, err
+    assert len(out.splitlines()) == alarms
+    targets = 0 if "SCRAPE_TARGETS" in extra else 1
+    line = (f"{alarms} alarms in FinFocus/Plugins (plugin regions: {len(regions.split(','))}, scrape targets: "
+            f"{targets}) reading {metrics} metrics: about ${usd} a month, plus $3.00 for the dashboard beyond "
+            "an account's first three")
+    notes = ["note: SELF_METRICS=false: no alarms on the agent itself (silence, backlog, publish failures, drops)"] \
+        if extra.get("SELF_METRICS") == "false" else []
+    assert err.splitlines() == [*notes, line]
+
+
+def test_the_documented_notes_are_printed_when_they_apply():
+    env = {**agent_env("http://127.0.0.1:9", "FinFocus/Plugins"), **EXAMPLE_ENV}
+    # A period under a minute: $0.30 a metric for the 10 s PluginDown, the cost alarm stays at
+    # its own period; both in the figure.
+    code, _, err = monitoring(env, "alarms", "--regions", "us-east-1", "--period", "10")
+    assert code == 0
+    assert err.splitlines()[0] == ("note: --period 10 is below the 60 s resolution the agent publishes at; "
+                                   "only an emulator evaluates such alarms usefully")
+    assert code == 0 and "--period 60" not in err
+    code, _, err = monitoring(env, "alarms", "--regions", "us-east-1", "--period", "60")
+    assert code == 0 and not err.startswith("note:"), err
+    # A template over what CloudFormation takes inline names its size and the way round it.
+    many = ",".join(f"us-{w}-{n}" for w in ("east", "west", "north", "south", "central") for n in range(1, 10))
+    code, out, err = monitoring(env, "cloudformation", "--regions", many)
+    size = len(out.rstrip("\n").encode())
+    assert code == 0 and size > 51_200
+    assert err.splitlines()[-1] == (f"note: the template is {size} bytes, more than the 51200 CloudFormation "
+                                    "takes inline: deploy it through S3 (aws cloudformation deploy --s3-bucket)")
+    code, out, err = monitoring(env, "cloudformation", "--regions", "us-east-1")
+    assert code == 0 and "note:" not in err
 
 
 def test_the_dashboard_searches_the_namespace_and_reads_back_unchanged(localstack, namespace):
