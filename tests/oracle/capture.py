@@ -5,8 +5,8 @@ prometheus_client.
 Starts Debian's prometheus-node-exporter and prometheus on free loopback ports, fetches each
 one's /metrics as text format 0.0.4, and writes, into the directory given:
   NAME.txt   the body as served
-  NAME.json  every sample prometheus_client reads from it: [name, {labels}, value], the
-             value as text so NaN and the infinities survive JSON
+  NAME.json  every sample prometheus_client reads from it: [name, {labels}, value, type],
+             the value as text so NaN and the infinities survive JSON, the type its family's
 The Rust test `sources::prometheus::parse::tests::the_parser_agrees_with_prometheus_client`
 parses NAME.txt and must find exactly the same samples.
 """
@@ -87,7 +87,7 @@ def main():
                 if name == "prometheus":
                     time.sleep(2)
                     body = fetch(url)
-                samples = [[s.name, s.labels, value_text(s.value)]
+                samples = [[s.name, s.labels, value_text(s.value), family.type]
                            for family in text_string_to_metric_families(body)
                            for s in family.samples]
                 (out / f"{name}.txt").write_text(body)

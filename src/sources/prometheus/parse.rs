@@ -1000,22 +1000,29 @@ rpc_duration_seconds_count 2693
     }
 
     /// Where `make oracle` (run by `make test` before the unit tests) leaves real exporter
-    /// text and prometheus_client's reading of it: tests/oracle/capture.py.
-    const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle");
+    /// text and prometheus_client's reading of it: tests/oracle/capture.py. `ORACLE_DIR`
+    /// points elsewhere (`make mutants` builds a copy of the tree, without `target/`).
+    fn oracle_dir() -> String {
+        std::env::var("ORACLE_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle").into())
+    }
 
-    /// A sample as compared: name, sorted labels, value bits (so NaN equals NaN).
-    type Key = (String, Vec<(String, String)>, u64);
+    /// A sample as compared: name, sorted labels, value bits (so NaN equals NaN), and its
+    /// family's type as prometheus_client names it.
+    type Key = (String, Vec<(String, String)>, u64, String);
 
-    fn sample_set(samples: impl Iterator<Item = (String, Vec<(String, String)>, f64)>) -> Vec<Key> {
+    fn sample_set(
+        samples: impl Iterator<Item = (String, Vec<(String, String)>, f64, String)>,
+    ) -> Vec<Key> {
         let mut out: Vec<_> = samples
-            .map(|(name, mut labels, value)| {
+            .map(|(name, mut labels, value, kind)| {
                 labels.sort();
                 let bits = if value.is_nan() {
                     f64::NAN.to_bits()
                 } else {
                     value.to_bits()
                 };
-                (name, labels, bits)
+                (name, labels, bits, kind)
             })
             .collect();
         out.sort();
@@ -1024,20 +1031,28 @@ rpc_duration_seconds_count 2693
 
     #[test]
     fn the_parser_agrees_with_prometheus_client_on_real_exporters() {
+        let oracle_dir = oracle_dir();
         for exporter in ["node_exporter", "prometheus"] {
             let read = |ext: &str| {
-                std::fs::read_to_string(format!("{ORACLE}/{exporter}.{ext}")).unwrap_or_else(|e| {
+                std::fs::read_to_string(format!("{oracle_dir}/{exporter}.{ext}")).unwrap_or_else(|e| {
                     panic!(
-                        "{ORACLE}/{exporter}.{ext}: {e}. Run `make oracle` first (`make test` does)"
+                        "{oracle_dir}/{exporter}.{ext}: {e}. Run `make oracle` first (`make test` does)"
                     )
                 })
             };
             let body = read("txt");
-            let oracle: Vec<(String, std::collections::BTreeMap<String, String>, String)> =
-                serde_json::from_str(&read("json")).expect("oracle JSON");
-            let theirs = sample_set(oracle.into_iter().map(|(name, labels, value)| {
+            type Oracle = (
+                String,
+                std::collections::BTreeMap<String, String>,
+                String,
+                String,
+            );
+            let oracle: Vec<Oracle> = serde_json::from_str(&read("json")).unwrap_or_else(|e| {
+                panic!("{oracle_dir}/{exporter}.json: {e}. Run `make oracle` again")
+            });
+            let theirs = sample_set(oracle.into_iter().map(|(name, labels, value, kind)| {
                 let value = parse_value(&value).expect("oracle value");
-                (name, labels.into_iter().collect(), value)
+                (name, labels.into_iter().collect(), value, kind)
             }));
             let scrape = parse(&body, Format::Text);
             assert_eq!(
@@ -1049,8 +1064,25 @@ rpc_duration_seconds_count 2693
                 scrape
                     .families
                     .into_iter()
-                    .flat_map(|f| f.samples)
-                    .map(|s| (s.name.to_string(), owned(&s.labels), s.value)),
+                    .flat_map(|f| {
+                        // prometheus_client's names for the types of the text format.
+                        let kind = match f.kind {
+                            Kind::Counter => "counter",
+                            Kind::Gauge => "gauge",
+                            Kind::Histogram => "histogram",
+                            Kind::Summary => "summary",
+                            _ => "unknown",
+                        };
+                        f.samples.into_iter().map(move |s| (s, kind))
+                    })
+                    .map(|(s, kind)| {
+                        (
+                            s.name.to_string(),
+                            owned(&s.labels),
+                            s.value,
+                            kind.to_string(),
+                        )
+                    }),
             );
             assert!(
                 theirs.len() > 100,
@@ -1124,12 +1156,64 @@ rpc_duration_seconds_count 2693
             }
 
             #[test]
-            fn arbitrary_text_never_panics_and_every_line_is_accounted_for(text in any::<String>()) {
-                let scrape = parse(&text, Format::Text);
-                let samples: usize = scrape.families.iter().map(|f| f.samples.len()).sum();
-                prop_assert!(samples + scrape.skipped.malformed <= text.split('\n').count());
-                let _ = parse(&text, Format::OpenMetrics);
+            fn arbitrary_text_never_panics(text in any::<String>()) {
+                for format in [Format::Text, Format::OpenMetrics] {
+                    let scrape = parse(&text, format);
+                    let samples: usize = scrape.families.iter().map(|f| f.samples.len()).sum();
+                    prop_assert!(samples + scrape.skipped.malformed <= text.split('\n').count());
+                }
             }
+
+            /// Exactly: each sample line an exporter writes is one sample, each broken line
+            /// one malformed, and blank lines and plain comments neither, in both formats.
+            #[test]
+            fn every_line_is_a_sample_or_counted_as_malformed(pieces in proptest::collection::vec(piece(), 0..40)) {
+                let text: String = pieces.iter().map(|(_, line)| format!("{line}\n")).collect();
+                let want = |k: Piece| pieces.iter().filter(|(p, _)| *p == k).count();
+                for (format, body) in [(Format::Text, text.clone()), (Format::OpenMetrics, format!("{text}# EOF\n"))] {
+                    let scrape = parse(&body, format);
+                    let samples: usize = scrape.families.iter().map(|f| f.samples.len()).sum();
+                    prop_assert_eq!(
+                        (samples, scrape.skipped.malformed),
+                        (want(Piece::Sample), want(Piece::Broken)),
+                        "{:?}: {:?}", format, scrape.skipped.first_error
+                    );
+                }
+            }
+        }
+
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Piece {
+            Sample,
+            Broken,
+            Comment,
+            Blank,
+        }
+
+        /// A line of a body, and what it is.
+        fn piece() -> impl Strategy<Value = (Piece, String)> {
+            prop_oneof![
+                (
+                    "[a-zA-Z_:][a-zA-Z0-9_:]{0,20}",
+                    proptest::collection::btree_map(
+                        "[a-zA-Z_][a-zA-Z0-9_]{0,8}",
+                        any::<String>(),
+                        0..4
+                    ),
+                    value(),
+                )
+                    .prop_map(|(name, labels, value)| {
+                        let labels: Vec<(String, String)> = labels.into_iter().collect();
+                        (
+                            Piece::Sample,
+                            render(&name, &labels, value).trim_end().to_string(),
+                        )
+                    }),
+                // No metric name starts with a digit.
+                "[0-9][^\n]{0,40}".prop_map(|t| (Piece::Broken, t)),
+                "[^\n]{0,40}".prop_map(|t| (Piece::Comment, format!("# note {t}"))),
+                "[ \t]{0,3}".prop_map(|t| (Piece::Blank, t)),
+            ]
         }
     }
 }
