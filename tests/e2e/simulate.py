@@ -75,6 +75,9 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
             env = agent_env(proxy.url, namespace, PLUGIN_TARGETS=target, COST_RESOURCES="none",
                             SCHEDULE=f"*/{interval} * * * * *", PUBLISH_SPLAY=splay,
                             AGENT_NAME=f"sim-{i:04d}", HEALTH_ADDR="", TARGET_TIMEOUT="2s",
+                            # Each agent signs with its own key id: the proxy tells their
+                            # requests apart by it (LocalStack's account is the same for all).
+                            AWS_ACCESS_KEY_ID=f"SIM{i:04d}",
                             # The whole fleet flushes at once at the stop, through the quota:
                             # room for that on a loaded machine, so exit 0 means nothing lost.
                             SHUTDOWN_TIMEOUT="60s")
@@ -102,6 +105,13 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
         proxy.stop()
 
     delays, late, cycles_by_agent, dropped, publishes, waits = [], [], {}, 0, 0, {}
+    # Each agent's offset by the model (src/splay.rs's hash of AGENT_NAME and the host name,
+    # re-implemented above), against when its first request of each planned tick reached
+    # the proxy: measured outside the agent, not read from its own log.
+    with open("/proc/sys/kernel/hostname") as f:
+        host = f.read().strip()
+    bound = interval * (float(splay.rstrip("%")) / 100 if splay.endswith("%") else 0.0)
+    sends = {}
     for i, a in enumerate(procs):
         cycles = a.cycles()
         cycles_by_agent[f"sim-{i:04d}"] = len(cycles)
@@ -119,6 +129,11 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
             if id(c) in planned:
                 # When it sent, after the tick: collection (which varies with load) plus the wait.
                 waits.setdefault(f"sim-{i:04d}", []).append((c["splay_ms"], (c["collect_ms"] + c["splay_ms"]) / 1000))
+                tick = stamp.timestamp()
+                first = min((t for t, key in proxy.arrivals if key == f"SIM{i:04d}" and tick <= t < tick + interval),
+                            default=None)
+                sends.setdefault(f"sim-{i:04d}", []).append(
+                    (fraction(f"sim-{i:04d}", host) * bound, None if first is None else first - tick))
             # Accepted when a cycle from this one on ended with nothing queued; the self
             # metrics a cycle leaves behind are pushed after its line, so they do not count.
             done = next((d for d in cycles[j:] if d["queued"] == 0), None)
@@ -155,6 +170,7 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
         "exit_codes": sorted(set(codes)),
         "rss_mib": rss_kib / 1024,
         "waits": waits,
+        "sends": sends,
     }
 
 
@@ -223,7 +239,7 @@ def main():
         ls.stop()
     text = table(runs)
     print(text)
-    print(json.dumps([{k: v for k, v in r.items() if k != "waits"} for r in runs], indent=1))
+    print(json.dumps([{k: v for k, v in r.items() if k not in ("waits", "sends")} for r in runs], indent=1))
     if not args.no_doc:
         doc = DOC.read_text()
         stamp = datetime.date.today().isoformat()

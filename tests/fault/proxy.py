@@ -25,6 +25,7 @@ agent met. Used in-process (`FaultProxy(...).start()`), or standalone for manual
 
 import argparse
 import json
+import re
 import socket
 import struct
 import threading
@@ -123,6 +124,7 @@ class FaultProxy:
         self.hung = set()
         self.first_request = None  # wall-clock time of the first request seen
         self.events = []           # (wall-clock time, outcome) of every request answered
+        self.arrivals = []         # (wall-clock time, access key id) of every request as it came
 
     @staticmethod
     def _free_port():
@@ -233,6 +235,9 @@ class FaultProxy:
                 if msg is None:
                     return
                 head, body, buf = msg
+                signed = re.search(rb"Credential=([^/,\s]+)/", head)
+                with self.lock:
+                    self.arrivals.append((time.time(), signed and signed.group(1).decode()))
                 mode, delay = self._decide()
                 self._bump("requests")
                 with self.lock:
