@@ -661,12 +661,16 @@ mod tests {
             (
                 &d["Threshold"],
                 &d["ComparisonOperator"],
-                &d["TreatMissingData"]
+                &d["TreatMissingData"],
+                &d["EvaluationPeriods"],
+                &d["DatapointsToAlarm"],
             ),
             (
                 &json!(0.2),
                 &json!("GreaterThanThreshold"),
-                &json!("notBreaching")
+                &json!("notBreaching"),
+                &json!(1),
+                &json!(1),
             )
         );
     }
@@ -781,6 +785,15 @@ mod tests {
             alarm_name("ns", Kind::PluginDown, "us-east-1"),
             "ns/PluginDown/us-east-1"
         );
+        // Names are promised stable across releases: the hash is FNV-1a 64 (its published
+        // vectors: "" and "a"), and a long name's is fixed.
+        assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
+        let kept = format!(
+            "ns/ScrapeTargetDown/https://exporter.example/{}",
+            "x".repeat(193)
+        );
+        assert_eq!(a, format!("{kept}~8589c5beef620791"));
     }
 
     #[test]
