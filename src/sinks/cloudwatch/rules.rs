@@ -206,17 +206,22 @@ mod tests {
 
     #[test]
     fn timestamps_within_14_days_back_and_2_hours_ahead() {
+        // CloudWatch's documentation, in literals (never the constants under test): two
+        // weeks back and two hours ahead, to the second.
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
         let d = datum();
-        assert_eq!(check(&d, d.timestamp + MAX_AGE), Ok(()));
-        assert_eq!(
-            check(&d, d.timestamp + MAX_AGE + Duration::from_secs(1)),
-            Err(Invalid::TooOld)
-        );
-        assert_eq!(check(&d, d.timestamp - MAX_FUTURE), Ok(()));
-        assert_eq!(
-            check(&d, d.timestamp - MAX_FUTURE - Duration::from_secs(1)),
-            Err(Invalid::InFuture)
-        );
+        let aged = |secs: u64| check(&d, d.timestamp + Duration::from_secs(secs));
+        let ahead = |secs: u64| check(&d, d.timestamp - Duration::from_secs(secs));
+        assert_eq!(aged(13 * DAY + 23 * HOUR), Ok(()));
+        assert_eq!(aged(14 * DAY), Ok(()));
+        assert_eq!(aged(14 * DAY + 1), Err(Invalid::TooOld));
+        assert_eq!(aged(30 * DAY), Err(Invalid::TooOld));
+        assert_eq!(ahead(HOUR + 59 * 60), Ok(()));
+        assert_eq!(ahead(2 * HOUR), Ok(()));
+        assert_eq!(ahead(2 * HOUR + 1), Err(Invalid::InFuture));
+        assert_eq!(ahead(DAY), Err(Invalid::InFuture));
+        assert_eq!(aged(0), Ok(()));
     }
 
     #[test]
