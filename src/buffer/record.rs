@@ -509,14 +509,16 @@ mod tests {
             any::<f64>().prop_map(Value::Gauge),
             any::<f64>().prop_map(Value::Counter),
             (
-                prop::collection::vec(any::<f64>(), 0..5),
-                prop::collection::vec(any::<f64>(), 0..5)
+                // Past 127 values, their count takes two bytes.
+                prop::collection::vec(any::<f64>(), 0..150),
+                prop::collection::vec(any::<f64>(), 0..150)
             )
                 .prop_map(|(values, counts)| Value::distribution(values, counts)),
         ];
         (
-            ".{0,40}",
-            prop::collection::btree_map(".{0,10}", ".{0,20}", 0..4),
+            // Lengths of 128 bytes or more take a two-byte varint.
+            ".{0,200}",
+            prop::collection::btree_map(".{0,10}", ".{0,300}", 0..4),
             unit,
             0u64..u64::from(u32::MAX) * 4,
             0u32..1_000_000_000,
@@ -657,6 +659,38 @@ mod tests {
             small.as_slice(),
             large.as_slice(),
             |b| drop(scan(b)),
+        );
+    }
+
+    #[test]
+    fn varints_are_leb128_to_the_byte() {
+        // LEB128's own examples, and each length's edges.
+        let cases: [(u64, &[u8]); 8] = [
+            (0, &[0x00]),
+            (1, &[0x01]),
+            (127, &[0x7f]),
+            (128, &[0x80, 0x01]),
+            (300, &[0xac, 0x02]),
+            (16_383, &[0xff, 0x7f]),
+            (16_384, &[0x80, 0x80, 0x01]),
+            (624_485, &[0xe5, 0x8e, 0x26]),
+        ];
+        for (n, bytes) in cases {
+            let mut out = Vec::new();
+            put_varint(&mut out, n);
+            assert_eq!(out, bytes, "{n}");
+            assert_eq!(varint_len(n), bytes.len(), "{n}");
+            assert_eq!(Reader(bytes).varint(), Ok(n));
+        }
+        let mut max = Vec::new();
+        put_varint(&mut max, u64::MAX);
+        assert_eq!(
+            max,
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
+        );
+        assert_eq!(
+            (varint_len(u64::MAX), Reader(&max).varint()),
+            (10, Ok(u64::MAX))
         );
     }
 

@@ -1041,6 +1041,119 @@ mod tests {
         assert_eq!(c.dropped.non_finite, 3);
     }
 
+    /// Each scrape's values, one scrape after another in one state.
+    fn each_scrape(bodies: &[String], format: Format) -> Vec<Converted> {
+        let mut state = State::default();
+        bodies
+            .iter()
+            .map(|b| convert_body(b, format, &rules(), &mut state, at()).0)
+            .collect()
+    }
+
+    #[test]
+    fn counters_and_histograms_publish_every_scrape_however_many_there_are() {
+        // Ten scrapes, well past FORGET_AFTER: a series that is there every time is never
+        // forgotten, and every scrape after its baseline publishes its increase.
+        let body = |n: f64| {
+            format!(
+                "# TYPE c counter\nc_total {}\n{HISTOGRAM}lat_seconds_bucket{{le=\"0.1\"}} {n}\nlat_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                10.0 * n,
+                2.0 * n
+            )
+        };
+        let bodies: Vec<String> = (1..=10).map(|n| body(f64::from(n))).collect();
+        let all = each_scrape(&bodies, Format::Text);
+        assert_eq!(values(&all[0]), []);
+        for c in &all[1..] {
+            assert_eq!(
+                values(c),
+                [
+                    ("c_total".into(), Value::Counter(10.0)),
+                    (
+                        "lat_seconds".into(),
+                        Value::distribution(vec![0.05, 0.1], vec![1.0, 1.0])
+                    ),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_series_first_seen_late_is_forgotten_after_the_same_number_of_scrapes() {
+        let t = "# TYPE req_total counter\nreq_total ";
+        // First seen at the third scrape, then missing for FORGET_AFTER scrapes: forgotten,
+        // so its return is a baseline again.
+        let mut bodies = vec![
+            "other 1\n".to_string(),
+            "other 1\n".to_string(),
+            format!("{t}100\n"),
+        ];
+        bodies.extend((0..FORGET_AFTER).map(|_| "other 1\n".to_string()));
+        bodies.push(format!("{t}150\n"));
+        let all = each_scrape(&bodies, Format::Text);
+        assert!(
+            all.iter()
+                .all(|c| c.metrics.iter().all(|m| m.name != "req_total"))
+        );
+        // Missing for one scrape fewer: remembered, so its return publishes the increase.
+        bodies.remove(3);
+        let all = each_scrape(&bodies, Format::Text);
+        assert_eq!(
+            values(all.last().unwrap())[0],
+            ("req_total".into(), Value::Counter(50.0))
+        );
+    }
+
+    #[test]
+    fn openmetrics_created_samples_are_never_published() {
+        // A `_created` sample is a timestamp, not a count: published as a counter it would
+        // be a paid metric of zeros.
+        let body = |n: u32| {
+            format!(
+                "# TYPE c counter\nc_total {n}\nc_created 1.7e9\n# TYPE s summary\ns_sum {n}\ns_count {n}\ns_created 1.7e9\n# TYPE h histogram\nh_bucket{{le=\"1\"}} {n}\nh_bucket{{le=\"+Inf\"}} {n}\nh_sum {n}\nh_count {n}\nh_created 1.7e9\n# EOF\n"
+            )
+        };
+        let all = each_scrape(&[body(1), body(2)], Format::OpenMetrics);
+        let names: Vec<String> = all[1].metrics.iter().map(|m| m.name.clone()).collect();
+        assert_eq!(
+            names,
+            ["c_total", "s_sum", "s_count", "h_sum", "h_count", "h"]
+        );
+        assert_eq!(all[1].dropped.total(), 0);
+        assert_eq!(
+            all[0].metrics.len(),
+            0,
+            "the first scrape is every series' baseline"
+        );
+    }
+
+    #[test]
+    fn nan_in_a_counter_a_bucket_or_a_bound_is_dropped_and_counted() {
+        let body = "# TYPE c counter\nc_total NaN\nd_total 1\n# TYPE h histogram\nh_bucket{le=\"1\"} NaN\nh_bucket{le=\"NaN\"} 1\nh_bucket{le=\"+Inf\"} 2\n";
+        let all = each_scrape(&[body.to_string()], Format::Text);
+        assert_eq!(all[0].dropped.non_finite, 3);
+        assert_eq!(all[0].dropped.total(), 3);
+    }
+
+    #[test]
+    fn up_to_150_buckets_are_kept_and_151_merge_in_neighbouring_pairs() {
+        let (mut values, mut counts): (Vec<f64>, Vec<f64>) =
+            (1..=150).map(|i| (f64::from(i), 1.0)).unzip();
+        let (v0, c0) = (values.clone(), counts.clone());
+        merge_to_limit(&mut values, &mut counts);
+        assert_eq!((values, counts), (v0, c0), "150 is within the limit");
+        // 151: pairs merge at their count-weighted mean, the odd one out stays.
+        let mut values: Vec<f64> = (1..=151).map(f64::from).collect();
+        let mut counts: Vec<f64> = (1..=151)
+            .map(|i| if i % 2 == 0 { 3.0 } else { 1.0 })
+            .collect();
+        merge_to_limit(&mut values, &mut counts);
+        assert_eq!(values.len(), 76);
+        assert_eq!((values[0], counts[0]), ((1.0 + 2.0 * 3.0) / 4.0, 4.0));
+        assert_eq!((values[74], counts[74]), ((149.0 + 150.0 * 3.0) / 4.0, 4.0));
+        assert_eq!((values[75], counts[75]), (151.0, 1.0));
+    }
+
     #[test]
     fn units_come_from_the_family_name() {
         assert_eq!(unit("process_cpu_seconds"), Unit::Seconds);
