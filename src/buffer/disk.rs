@@ -120,7 +120,18 @@ pub struct Recovered {
     pub next_id: u64,
     /// Segment files past SEGMENT_FILES_MAX, left unread.
     pub unread: usize,
+    /// The directory's ids or segment names were past [`RENUMBER_ABOVE`]: how many records
+    /// were copied into segments numbered from the bottom, or why they could not be.
+    pub renumbered: Option<Result<usize, String>>,
 }
+
+/// Half of [`record::ID_MAX`] and of [`SEQ_MAX`]: the agent numbers its records and
+/// segments from 1, one a record or a segment, so it reaches neither in 15 million years.
+/// A directory holding more was written to by something else (a record or a file named
+/// 10^18, the highest read): numbering on from there, the agent's next records or segments
+/// would be past what it reads at its next start, and refused. So what waits is copied
+/// into new segments numbered from the bottom, and the old ones deleted.
+pub const RENUMBER_ABOVE: u64 = SEQ_MAX / 2;
 
 struct Current {
     seq: u64,
@@ -193,8 +204,8 @@ impl Disk {
 
     fn recover(&mut self, out: &mut Recovered) {
         let mut data = Vec::new();
-        // The furthest acknowledgement: (id, done).
-        let mut acked = (0u64, 0u32);
+        // Every acknowledgement: (id, done).
+        let mut acks = Vec::new();
         let mut max_id = 0;
         let mut skipped = Vec::new();
         for &seq in &self.segments {
@@ -249,10 +260,7 @@ impl Disk {
                             });
                         }
                     }
-                    Ok(Head::Ack { id, done }) => {
-                        max_id = max_id.max(id);
-                        acked = acked.max((id, done));
-                    }
+                    Ok(Head::Ack { id, done }) => acks.push((id, done)),
                     // Intact but unreadable: written by something else; counted as corrupt.
                     Err(_) => out.corrupt.push(Corrupt {
                         file: path.clone(),
@@ -263,10 +271,26 @@ impl Disk {
                 }
             }
         }
+        // The highest name the agent may number on from, if it has to renumber.
+        let low_seq = self
+            .segments
+            .range(..=RENUMBER_ABOVE)
+            .next_back()
+            .copied()
+            .unwrap_or(0);
         // Not the agent's to read, write or delete.
         for seq in skipped {
             self.segments.remove(&seq);
         }
+        // The agent acknowledges records it wrote, or all of them with the id of the next
+        // one: an ack past that (one planted with a huge id) would take every record down
+        // with it, and is ignored.
+        let acked = acks
+            .into_iter()
+            .filter(|(id, _)| *id <= max_id.saturating_add(1))
+            .max()
+            .unwrap_or((0, 0));
+        max_id = max_id.max(acked.0);
         data.sort_by_key(|f| f.id);
         for mut f in data {
             if f.id < acked.0 || (f.id == acked.0 && acked.1 >= f.datums) {
@@ -278,8 +302,77 @@ impl Disk {
             out.pending.push(f);
         }
         out.next_id = max_id.saturating_add(1);
+        if max_id > RENUMBER_ABOVE || self.next_seq > RENUMBER_ABOVE {
+            out.renumbered = Some(match self.renumber(&mut out.pending, low_seq) {
+                Ok(()) => {
+                    out.next_id = out.pending.len() as u64 + 1;
+                    Ok(out.pending.len())
+                }
+                Err(e) => Err(e.to_string()),
+            });
+        }
         let keep = out.pending.first().map_or(u64::MAX, |f| f.segment);
         self.remove_before(keep);
+    }
+
+    /// Copies `pending` in order into new segments numbered from `low_seq + 1`, as records
+    /// numbered from 1 (the first one's delivered part acknowledged), then deletes every
+    /// older segment. A crash part way leaves both copies: some datums are sent twice,
+    /// none lost. On an error the copies made so far are deleted and `pending` is as it was.
+    fn renumber(&mut self, pending: &mut [Found], low_seq: u64) -> io::Result<()> {
+        let old: Vec<u64> = self.segments.iter().copied().collect();
+        let high_seq = self.next_seq;
+        self.current = None;
+        self.next_seq = low_seq + 1;
+        let copied = match self.copy_renumbered(pending) {
+            Ok(copied) => copied,
+            Err(e) => {
+                self.current = None;
+                let new: Vec<u64> = self
+                    .segments
+                    .iter()
+                    .copied()
+                    .filter(|s| !old.contains(s))
+                    .collect();
+                for s in new {
+                    if fs::remove_file(self.path(s)).is_ok() {
+                        self.segments.remove(&s);
+                    }
+                }
+                self.next_seq = high_seq;
+                return Err(e);
+            }
+        };
+        for (f, (segment, offset)) in pending.iter_mut().zip(copied) {
+            f.segment = segment;
+            f.offset = offset;
+        }
+        for (i, f) in pending.iter_mut().enumerate() {
+            f.id = i as u64 + 1;
+        }
+        for s in old {
+            if fs::remove_file(self.path(s)).is_ok() {
+                self.segments.remove(&s);
+            }
+        }
+        Ok(())
+    }
+
+    /// The copies of `pending` with their new ids: where each went.
+    fn copy_renumbered(&mut self, pending: &[Found]) -> io::Result<Vec<(u64, u64)>> {
+        let mut at = Vec::with_capacity(pending.len());
+        for (i, f) in pending.iter().enumerate() {
+            let frame = self.read(f.segment, f.offset, f.frame_len)?;
+            let mut payload = frame[record::HEADER..].to_vec();
+            // A data payload: kind, then the id (record.rs).
+            payload[1..9].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            at.push(self.append(&record::frame(&payload))?);
+        }
+        if let Some(first) = pending.first().filter(|f| f.done > 0) {
+            self.append(&record::frame(&record::ack(1, first.done)))?;
+        }
+        self.sync()?;
+        Ok(at)
     }
 
     pub fn dir(&self) -> &Path {

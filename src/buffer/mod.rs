@@ -182,6 +182,19 @@ impl Buffer {
                 "buffer: more segment files than are read at a start; the newest are left for a later start"
             );
         }
+        match &recovered.renumbered {
+            Some(Ok(records)) => warn!(
+                dir = %untrusted::escape(&disk.dir().display().to_string()),
+                records,
+                "buffer: the directory held record ids or segment names the agent never reaches (something else wrote them); what waits was copied into segments numbered from 1"
+            ),
+            Some(Err(e)) => error!(
+                dir = %untrusted::escape(&disk.dir().display().to_string()),
+                error = %e,
+                "buffer: the directory holds record ids or segment names the agent never reaches, and what waits could not be copied under new ones; records written from now on may be refused at the next start. Fix: move the directory's files away"
+            ),
+            None => {}
+        }
         self.corrupt_total += recovered.corrupt.len() as u64;
         self.next_id = recovered.next_id;
         for f in recovered.pending {

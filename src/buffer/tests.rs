@@ -569,3 +569,80 @@ fn a_record_head_claiming_more_datums_than_its_bytes_hold_is_corrupt() {
     let b = open(&dir);
     assert_eq!((b.len(), b.gauges().corrupt_total), (0, 1));
 }
+
+/// One record with `id` and the datum `at(1000)`, as a hostile file would hold it.
+fn planted(payload: Vec<u8>) -> Vec<u8> {
+    record::frame(&payload)
+}
+
+#[test]
+fn a_planted_record_numbered_at_the_top_costs_nothing_of_what_the_agent_writes() {
+    // Outside attack, round 2: a valid record with id 10^18 (the highest read) made the
+    // agent number its own from 10^18 + 1, every one refused at the next start.
+    for top in [record::ID_MAX, disk::RENUMBER_ABOVE + 1] {
+        let dir = TempDir::new("top-id");
+        fs::create_dir_all(dir.path()).unwrap();
+        fs::write(
+            dir.path().join(seg_name(1)),
+            planted(record::data(top, &run(1000..1001))),
+        )
+        .unwrap();
+        let mut b = open(&dir);
+        assert_eq!(values(&b.peek(10)), [1000.0], "the planted datum is read");
+        b.push(&run(0..3), true);
+        drop(b);
+        for _ in 0..2 {
+            let mut b = open(&dir);
+            assert_eq!(values(&b.peek(10)), [1000.0, 0.0, 1.0, 2.0]);
+            assert_eq!(b.gauges().corrupt_total, 0);
+        }
+        let mut b = open(&dir);
+        b.ack(4);
+        drop(b);
+        assert!(open(&dir).is_empty());
+    }
+}
+
+#[test]
+fn a_planted_ack_numbered_at_the_top_acknowledges_nothing() {
+    let dir = TempDir::new("top-ack");
+    let mut b = open(&dir);
+    b.push(&run(0..3), true);
+    drop(b);
+    fs::write(
+        dir.path().join(seg_name(1000)),
+        planted(record::ack(record::ID_MAX, 5)),
+    )
+    .unwrap();
+    let mut b = open(&dir);
+    assert_eq!(values(&b.peek(10)), [0.0, 1.0, 2.0]);
+    b.push(&run(3..4), true);
+    drop(b);
+    assert_eq!(values(&open(&dir).peek(10)), [0.0, 1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn a_segment_named_at_the_top_leaves_room_for_the_agents_own() {
+    // An empty file named 10^18: the agent's next segment was 10^18 + 1, skipped as too
+    // high at the next start, and what it held lost.
+    let dir = TempDir::new("top-seq");
+    fs::create_dir_all(dir.path()).unwrap();
+    fs::write(dir.path().join(seg_name(disk::SEQ_MAX)), b"").unwrap();
+    let mut b = open(&dir);
+    b.push(&run(0..3), true);
+    b.ack(1);
+    drop(b);
+    for _ in 0..2 {
+        let mut b = open(&dir);
+        assert_eq!(values(&b.peek(10)), [1.0, 2.0]);
+        assert_eq!(b.gauges().corrupt_total, 0);
+        b.push(&[], true);
+    }
+    assert!(
+        dir.segments()
+            .iter()
+            .all(|p| p.file_name().unwrap().to_str().unwrap() < "00000000000000001000"),
+        "{:?}",
+        dir.segments()
+    );
+}

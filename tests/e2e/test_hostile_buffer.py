@@ -7,8 +7,11 @@ datums would make a record past what the reader takes must be cut into records t
 read back: nothing lost, nothing dropped uncounted (issue 21, items 3 and 7).
 """
 
+import datetime
 import os
 import signal
+import struct
+import zlib
 
 import pytest
 
@@ -151,3 +154,64 @@ def test_a_cycle_too_wide_for_one_record_loses_nothing(localstack, reader, names
         assert (ts, value, count) == (stamp, 799.0, 1)
     print(f"\nwide cycle: {cycle['datums']} datums, {cycle['published']} published "
           f"in {cycle['calls']} calls, {cycle['duration_ms']} ms")
+
+
+RENUMBERED = ("buffer: the directory held record ids or segment names the agent never reaches (something "
+              "else wrote them); what waits was copied into segments numbered from 1")
+
+
+def renumber_first_record(path, new_id):
+    """Gives the first record of a segment the agent wrote another id, with a valid checksum:
+    a frame is magic, payload length, CRC-32 of the payload, payload (src/buffer/record.rs)."""
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"CWB1"
+    length = struct.unpack_from("<I", data, 4)[0]
+    payload = bytearray(data[12:12 + length])
+    assert payload[0] == 1, "a data record"
+    struct.pack_into("<Q", payload, 1, new_id)
+    struct.pack_into("<I", data, 8, zlib.crc32(payload))
+    data[12:12 + length] = payload
+    path.write_bytes(bytes(data))
+
+
+def test_ids_and_names_planted_at_the_top_cost_nothing(localstack, reader, namespace, exporter, tmp_path):
+    """Outside attack, round 2: a valid record numbered 10^18 (the highest read) and an empty
+    file named 10^18.seg. The agent numbered its own records and segments on past what it
+    reads and lost every one at its next start. Now what waits is copied under new numbers,
+    and every cycle of two outages reaches CloudWatch. (A planted ack alone is ignored:
+    src/buffer/tests.rs.)"""
+    buf = tmp_path / "buffer"
+    down = dict(PLUGIN_PORTS="none", SCRAPE_TARGETS=exporter.url, SCHEDULE="* * * * * *",
+                TARGET_TIMEOUT="800ms", BUFFER_DIR=str(buf), SELF_METRICS="false")
+    runs = []
+    for plant in (False, True):
+        if plant:
+            renumber_first_record(sorted(buf.glob("*.seg"))[0], SEQ_MAX)
+            (buf / segment(SEQ_MAX)).write_bytes(b"")
+        outage = Agent(agent_env("http://127.0.0.1:9", namespace, **down)).start()
+        try:
+            outage.wait_cycles(3, timeout=30)
+            outage.signal(signal.SIGTERM)
+            outage.wait(30)
+        finally:
+            outage.kill()
+        assert outage.messages("in BUFFER_DIR for the next start") or outage.cycles()[-1]["queued"] > 0
+        runs.append(outage)
+    assert runs[1].messages(RENUMBERED), "the planted numbers were noticed at the second start"
+    [opened] = runs[1].messages(OPENED)
+    assert opened["datums"] == runs[0].cycles()[-1]["queued"] and opened["corrupt"] == 0, opened
+    agent = Agent(agent_env(localstack.url, namespace, **{**down, "SHUTDOWN_TIMEOUT": "60s"})).start()
+    try:
+        wait_for(lambda: any(c["queued"] == 0 for c in agent.cycles()), 60, "the backlog to be delivered")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(90) == 0
+    finally:
+        agent.kill()
+    [opened] = agent.messages(OPENED)
+    assert opened["corrupt"] == 0, opened
+    assert not agent.messages(RENUMBERED), "numbered from 1 since"
+    stamps = sorted(parse_ts(c["cycle_timestamp"]) for r in runs for c in r.cycles())
+    got = {p[0] for p in reader.points(namespace, "ScrapeUp", {"Target": exporter.url}, stamps[0],
+                                       stamps[-1] + datetime.timedelta(seconds=1))}
+    assert set(stamps) <= got, sorted(set(stamps) - got)
+    assert not (buf / segment(SEQ_MAX)).exists()
