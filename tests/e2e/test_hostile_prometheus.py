@@ -183,3 +183,24 @@ def test_no_scraped_series_lands_on_the_agents_own_metrics_and_duplicates_and_ne
                for l in said[spoof.url])
     assert all((l["duplicate"], l["first"], l["name"]) == (1, "duplicate", "dup_total") for l in said[dup.url])
     assert all((l["negative"], l["first"], l["name"]) == (1, "negative", "neg_total") for l in said[neg.url])
+
+
+def test_a_body_of_many_gzip_members_is_read_whole(localstack, reader, namespace):
+    """Outside attack, round 2: a body of several gzip members (`gzip a; gzip b >> file`, which
+    gzip(1), Go and Python read whole) had only its first member read: the rest of the
+    scrape was lost with ScrapeUp 1 and nothing counted. Each line its own member here."""
+    plain, members = Exporter().start(), hostile("multigzip")
+    try:
+        agent = scraping(localstack, namespace, f"{plain.url},{members.url}", SCHEDULE="* * * * * *",
+                         TARGET_TIMEOUT="800ms", EXCLUDE_METRICS="extra_series")
+        assert agent.run_cycles(3, timeout=30) == 0
+    finally:
+        plain.stop()
+        members.stop()
+    stamps, start, end = window(agent)
+    assert all(c["healthy"] == 2 and c["scrape_dropped"] == 0 for c in agent.cycles())
+    # Both targets publish the same series: every gauge of the body, twice a cycle.
+    temp = reader.points(namespace, "room_temperature_celsius", {"room": "lab"}, start, end)
+    assert [p[3] for p in temp] == [2.0] * len(stamps)
+    quantile = reader.points(namespace, "rpc_seconds", {"quantile": "0.99"}, start, end)
+    assert [p[3] for p in quantile] == [2.0] * len(stamps), "the body's last lines too"

@@ -35,6 +35,7 @@ Hostile bodies, each the usual lines plus its attack (docs/reliability.md's Limi
                        DatumsDropped and CycleDuration{Agent=<A>} (/spoof?agent=A)
   /mode?m=dupseries    dup_total{a="1"} 10 then dup_total{a="1"} 20 in every scrape
   /mode?m=negative     neg_total, a counter whose total is -1 then -3, -5... (-2n + 1)
+  /mode?m=multigzip    the usual lines, each line its own gzip member (one body, many members)
 """
 
 import argparse
@@ -78,6 +79,9 @@ class State:
         if mode == "duplicates":
             return self.cached("duplicates", lambda: gzip.compress(b"d 1\n" * 8_000_000, 9)), True
         usual = self.body()
+        if mode == "multigzip":
+            # The usual body as a gzip member per line, as `gzip a; gzip b >> file` makes.
+            return b"".join(gzip.compress(line + b"\n") for line in usual.splitlines()), True
         with self.lock:
             n = self.n
         if mode == "labelbomb":
@@ -154,7 +158,7 @@ def scale_body(n, rnd):
 
 
 # The modes whose body is the usual one plus an attack on the Prometheus source.
-HOSTILE_BODIES = ("labelbomb", "duplicates", "spoof", "dupseries", "negative")
+HOSTILE_BODIES = ("labelbomb", "duplicates", "spoof", "dupseries", "negative", "multigzip")
 
 
 def wide_body(n):

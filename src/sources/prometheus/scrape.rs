@@ -154,7 +154,9 @@ pub fn decode(fetched: Fetched, stop: impl FnMut() -> bool) -> Result<String, Sc
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-/// Decompresses at most [`MAX_BODY`] bytes: a small gzip bomb is a small error.
+/// Decompresses at most [`MAX_BODY`] bytes: a small gzip bomb is a small error. Every
+/// member is read, as gzip(1), Go and Python read a body of several (`gzip a; gzip b >>`);
+/// bytes after the last member that begin no other are an error, not ignored.
 #[cfg(test)]
 fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, ScrapeError> {
     gunzip_until(compressed, || false)
@@ -163,7 +165,7 @@ fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, ScrapeError> {
 /// [`gunzip`] that stops with [`ScrapeError::DecodeTimeout`] when `stop` says so.
 fn gunzip_until(compressed: &[u8], mut stop: impl FnMut() -> bool) -> Result<Vec<u8>, ScrapeError> {
     let mut out = Vec::new();
-    let mut decoder = flate2::read::GzDecoder::new(compressed).take(MAX_BODY as u64 + 1);
+    let mut decoder = flate2::read::MultiGzDecoder::new(compressed).take(MAX_BODY as u64 + 1);
     let mut chunk = vec![0; 64 << 10];
     loop {
         if stop() {
@@ -193,6 +195,15 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_body_of_several_gzip_members_is_read_whole() {
+        // Outside attack, round 2: only the first member was read, the rest silently lost.
+        let body = [gzip(b"a 1\n"), gzip(b"b 2\n"), gzip(b"c 3\n")].concat();
+        assert_eq!(gunzip(&body).unwrap(), b"a 1\nb 2\nc 3\n");
+        let trailing = [gzip(b"a 1\n"), b"not gzip".to_vec()].concat();
+        assert!(matches!(gunzip(&trailing), Err(ScrapeError::Decode(_))));
     }
 
     #[test]
