@@ -24,10 +24,11 @@ Hostile modes, for the agent's hardening tests; each is cleared by POST /reset?r
     POST /cost_value?region=R&value=NaN               costPerMonth is sent as this string;
          value=clock sends the time of the answer (Unix seconds, 3 decimals), so each datum
          in CloudWatch says when the fleet answered it: GET /answered?region=R lists them
-    POST /answer?region=R&mode=endless|trickle|reset|garbage|nested
+    POST /answer?region=R&mode=endless|trickle|reset|garbage|nested|array|euro
          the RPCs (GetPluginInfo, GetProjectedCost) answer 200 with a body that never ends,
-         one that comes a byte a second, one cut by a connection reset, random bytes, or JSON
-         nested 100,000 deep; /healthz stays well
+         one that comes a byte a second, one cut by a connection reset, random bytes, JSON
+         nested 100,000 deep, or `[]` (JSON, but not a message); with euro GetProjectedCost
+         answers a well-formed price in EUR (GetPluginInfo as usual); /healthz stays well
 
 Prices are a deterministic table (see quote()), so a test can compute what to expect.
 """
@@ -282,7 +283,9 @@ class PluginHandler(QuietHandler):
         if not ok:
             return self.send(503, {"code": "unavailable", "message": "plugin is shutting down"})
         path = self.path
-        if self.region.answer_mode and path.startswith("/finfocus.v1."):
+        if self.region.answer_mode == "euro" and path == "/finfocus.v1.CostSourceService/GetProjectedCost":
+            return self.send(200, {"unitPrice": 0.0104, "currency": "EUR", "costPerMonth": 7.592})
+        if self.region.answer_mode not in (None, "euro") and path.startswith("/finfocus.v1."):
             return self.hostile_answer(self.region.answer_mode)
         if path == "/grpc.health.v1.Health/Check":
             return self.send(200, {"status": "SERVING"})
@@ -318,6 +321,8 @@ class PluginHandler(QuietHandler):
         self.close_connection = True
         if mode == "nested":
             return self.send(200, b"[" * 100_000 + b"]" * 100_000)
+        if mode == "array":
+            return self.send(200, b"[]")
         if mode == "garbage":
             return self.send(200, bytes(random.getrandbits(8) for _ in range(4096)))
         self.send_response(200)
@@ -392,7 +397,8 @@ class ControlHandler(QuietHandler):
             region.cost_error = (q["code"], q.get("message", "") * int(q.get("repeat", 1)))
         elif url.path == "/cost_value" and "value" in q:
             region.cost_value = q["value"]
-        elif url.path == "/answer" and q.get("mode") in ("endless", "trickle", "reset", "garbage", "nested"):
+        elif url.path == "/answer" and q.get("mode") in ("endless", "trickle", "reset", "garbage", "nested",
+                                                            "array", "euro"):
             region.answer_mode = q["mode"]
         elif url.path == "/reset":
             region.reset()

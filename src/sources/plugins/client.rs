@@ -318,6 +318,13 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     body: &[u8],
 ) -> Result<T, CallError> {
     if status == StatusCode::OK {
+        // A protobuf message in JSON is an object; serde would also read a struct from an
+        // array (`[]` read as an answer of zeros, published as a price of 0).
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(CallError::Decode(
+                "the answer is not a JSON object, as a protobuf message is".into(),
+            ));
+        }
         // serde's messages quote the offending input.
         serde_json::from_slice(body)
             .map_err(|e| CallError::Decode(untrusted::remote(&e.to_string())))
@@ -349,6 +356,16 @@ fn code_for_status(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_that_is_not_an_object_is_malformed() {
+        // Outside attack, round 2: `[]` was read as a cost of 0 and published.
+        for body in ["[]", " [0.1, \"USD\", 7.5]", "null", "7", "\"x\"", ""] {
+            let e = decode::<ProjectedCost>(StatusCode::OK, body.as_bytes()).unwrap_err();
+            assert_eq!(e.code(), "malformed_response", "{body:?}");
+        }
+        assert!(decode::<ProjectedCost>(StatusCode::OK, b" \n{}").is_ok());
+    }
 
     /// Complexity guard ([`crate::complexity`]): answers of n entries, OK and error.
     #[test]

@@ -233,7 +233,10 @@ fn collect_target(
         let (rt, sku) = (&resource.resource_type, &resource.sku);
         match result {
             Ok(cost) if cost.currency() != "USD" => {
-                warn!(%region, resource_type = %rt, %sku, currency = %untrusted::remote(cost.currency()), "cost is not in USD; skipped");
+                // Not a figure the USD metrics can carry: counted, so CostQueryErrors says
+                // the region was not priced.
+                errors += 1;
+                warn!(%region, target = %target.base_url, resource_type = %rt, %sku, code = "unsupported_currency", currency = %untrusted::remote(cost.currency()), "cost is not in USD; not published");
             }
             Ok(cost) if !cost.is_finite() => {
                 errors += 1;
@@ -363,7 +366,8 @@ mod tests {
         let mut out = Collection::default();
         collect_target(&mut out, &target(), "us-east-1", probe, &basket());
         assert_eq!(out.summary.healthy, 1);
-        assert_eq!(out.summary.errors, 1);
+        // The failed query and the one in EUR.
+        assert_eq!(out.summary.errors, 2);
         assert_eq!(
             out.samples,
             vec![
@@ -382,7 +386,7 @@ mod tests {
                 },
                 Sample::CostErrors {
                     region: "us-east-1".into(),
-                    count: 1
+                    count: 2
                 },
             ]
         );
