@@ -165,7 +165,7 @@ pub struct Config {
 
 /// The agent reads exactly these names: its variables, and RUST_LOG.
 fn is_read(name: &str) -> bool {
-    name == "RUST_LOG" || VARIABLES.iter().any(|v| v.name == name)
+    matches!(name, "RUST_LOG" | "AWS_ENDPOINT_URL") || VARIABLES.iter().any(|v| v.name == name)
 }
 
 /// Bounds of TARGET_TIMEOUT and SHUTDOWN_TIMEOUT.
@@ -253,6 +253,7 @@ struct Raw {
     health_addr: Option<String>,
     self_metrics: Option<String>,
     agent_name: Option<String>,
+    aws_endpoint_url: Option<String>,
 }
 
 impl Config {
@@ -339,6 +340,29 @@ impl Config {
                 r,
                 "an AWS region name such as us-east-1".into(),
             );
+        }
+
+        // The SDK reads it, and logs its query at WARN ("will be ignored") and its userinfo at
+        // trace: neither may carry a secret, so neither is taken.
+        if let Some(url) = raw.aws_endpoint_url.as_deref() {
+            let uri = url.parse::<hyper::Uri>();
+            let why = match &uri {
+                Err(e) => Some(format!("a URL such as http://localhost:4566 ({e})")),
+                Ok(u) if u.scheme().is_none() || u.authority().is_none() => {
+                    Some("a URL such as http://localhost:4566".into())
+                }
+                Ok(u) if u.authority().is_some_and(|a| a.as_str().contains('@')) => {
+                    Some("a URL without credentials: the SDK would log them".into())
+                }
+                Ok(u) if u.query().is_some() || url.contains('#') => Some(
+                    "a URL without a query or fragment: the SDK ignores them and logs the query"
+                        .into(),
+                ),
+                Ok(_) => None,
+            };
+            if let Some(why) = why {
+                problems.bad("AWS_ENDPOINT_URL", url, why);
+            }
         }
 
         let namespace = raw
@@ -593,6 +617,28 @@ mod tests {
 
     fn bad(pairs: &[(&str, &str)]) -> ConfigError {
         Config::from_vars(vars(pairs)).expect_err("invalid")
+    }
+
+    #[test]
+    fn an_endpoint_url_is_a_plain_url_without_secrets() {
+        // The SDK logs a query at WARN and userinfo at trace (outside attack, round 2).
+        for (url, why) in [
+            ("http://u:pw@127.0.0.1:1/", "without credentials"),
+            ("http://127.0.0.1:1/?tok=SEKRIT", "without a query"),
+            ("http://127.0.0.1:1/#frag", "without a query or fragment"),
+            ("localhost:4566", "a URL such as"),
+        ] {
+            let e = bad(&[("AWS_ENDPOINT_URL", url)]);
+            assert_eq!(e.variables(), ["AWS_ENDPOINT_URL"], "{url}");
+            let text = e.to_string();
+            assert!(text.contains(why), "{url}: {text}");
+            assert!(!text.contains("SEKRIT") && !text.contains(":pw@"), "{text}");
+        }
+        ok(&[("AWS_ENDPOINT_URL", "http://localhost:4566")]);
+        ok(&[(
+            "AWS_ENDPOINT_URL",
+            "https://monitoring.us-east-1.amazonaws.com/",
+        )]);
     }
 
     /// Complexity guards ([`crate::complexity`]): the list variables at n and 4n entries,

@@ -245,7 +245,7 @@ pub fn shown_url(url: &str, max: usize) -> String {
 fn redact(text: &str, prose: bool, was_cut: bool) -> String {
     let marks: Vec<usize> = text.match_indices("://").map(|(at, _)| at).collect();
     let Some(&first) = marks.first() else {
-        return text.to_string();
+        return redact_bare(text);
     };
     // Each URL starts at its scheme, the letters, digits, `+`, `-` and `.` before `://`.
     let start = |mark: usize| {
@@ -253,8 +253,7 @@ fn redact(text: &str, prose: bool, was_cut: bool) -> String {
             .trim_end_matches(|c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
             .len()
     };
-    let mut out = String::with_capacity(text.len());
-    out.push_str(&text[..start(first)]);
+    let mut out = redact_bare(&text[..start(first)]);
     for (i, &mark) in marks.iter().enumerate() {
         let next = marks.get(i + 1).map(|&m| start(m));
         out.push_str(&text[start(mark)..mark + 3]);
@@ -277,6 +276,50 @@ fn redact(text: &str, prose: bool, was_cut: bool) -> String {
         };
         redact_query(rest, prose, &mut out);
         out.push_str(separator);
+    }
+    out
+}
+
+/// Text without a `://`: a URL mistyped (`http:/u:p@h`, `//u:p@h`) or written without its
+/// scheme (`u:p@h:9100/m`, `region=u:p@h`) still carries a password before an `@`. In each
+/// word (between white space, `,`, `=` and quotes) holding an `@`, what comes before its last
+/// `@` is hidden, but for a leading `scheme:/` and slashes; an e-mail address loses its name.
+fn redact_bare(text: &str) -> String {
+    if !text.contains('@') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut word_start = 0;
+    let boundary = |c: char| c.is_whitespace() || matches!(c, ',' | '=' | '"' | '\'' | '<' | '>');
+    for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        if at < text.len() && !boundary(c) {
+            continue;
+        }
+        let word = &text[word_start..at];
+        match word.rfind('@') {
+            Some(last) => {
+                let scheme = word
+                    .find(':')
+                    .filter(|&colon| {
+                        colon > 0
+                            && word[colon + 1..].starts_with('/')
+                            && word[..colon]
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                    })
+                    .map_or(0, |colon| colon + 1);
+                let slashes = word[scheme..].len() - word[scheme..].trim_start_matches('/').len();
+                let keep = (scheme + slashes).min(last);
+                out.push_str(&word[..keep]);
+                out.push_str("***");
+                out.push_str(&word[last..]);
+            }
+            None => out.push_str(word),
+        }
+        if at < text.len() {
+            out.push(c);
+        }
+        word_start = at + c.len_utf8();
     }
     out
 }
@@ -399,7 +442,25 @@ mod tests {
             "\"http://***@h:1\": credentials"
         );
         assert_eq!(redact_urls("http://p@ss:w@rd@h:1/x"), "http://***@h:1/x");
-        assert_eq!(redact_urls("no url, a@b"), "no url, a@b");
+        // Without `://`, an `@` still ends what may be a password (outside attack, round 2).
+        assert_eq!(redact_urls("no url, a@b"), "no url, ***@b");
+        for (text, shown) in [
+            (
+                "http:/user:hunter2@prom.internal:9090/metrics",
+                "http:/***@prom.internal:9090/metrics",
+            ),
+            ("//u:hunter2@h/", "//***@h/"),
+            ("u:hunter2@h:9101/m", "***@h:9101/m"),
+            ("http//u:hunter2@h/", "***@h/"),
+            ("admin:hunter2@127.0.0.1", "***@127.0.0.1"),
+            ("us-east-1=u:hunter2@h:8001", "us-east-1=***@h:8001"),
+            ("\"u:p@ss@h\": not a URL", "\"***@h\": not a URL"),
+            ("u:hunter2@h,http://v:hunter2@k/m", "***@h,http://***@k/m"),
+            ("mailto:x", "mailto:x"),
+        ] {
+            assert_eq!(redact_urls(text), shown, "{text}");
+            assert_eq!(shown_url(text, 200), shown, "{text}");
+        }
         assert_eq!(redact_urls("http://"), "http://");
         assert_eq!(redact_urls("http://h:1/metrics"), "http://h:1/metrics");
     }

@@ -85,6 +85,15 @@ SECRET_SHAPES = [
     ("SCRAPE_TARGETS", f"http://u:p@{SECRET}@host/m"),
     ("SCRAPE_TARGETS", f"http://host:99999/m?token={SECRET}"),
     ("SCRAPE_TARGETS", f"http://u:{SECRET * 40}@host/m"),
+    # Mistyped or without a scheme (outside attack, round 2).
+    ("SCRAPE_TARGETS", f"http:/user:{SECRET}@prom.internal:9090/metrics"),
+    ("SCRAPE_TARGETS", f"//u:{SECRET}@h/"),
+    ("SCRAPE_TARGETS", f"u:{SECRET}@h:9101/m"),
+    ("PLUGIN_TARGETS", f"us-east-1=u:{SECRET}@h:8001"),
+    ("PLUGIN_HOST", f"admin:{SECRET}@127.0.0.1"),
+    # The SDK would log these itself: refused before it reads them.
+    ("AWS_ENDPOINT_URL", f"http://u:{SECRET}@127.0.0.1:9/"),
+    ("AWS_ENDPOINT_URL", f"http://127.0.0.1:9/?token={SECRET}"),
 ]
 
 
