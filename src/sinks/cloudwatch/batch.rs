@@ -126,9 +126,13 @@ mod tests {
         assert_eq!(batches, [0..1000, 1000..2000, 2000..2001]);
     }
 
+    /// What 1 MB leaves for datums: the request's own bytes (its map, keys and namespace)
+    /// in literals, not the code under test.
+    const ROOM: usize = 1_000_000 - 64 - "FinFocus/Plugins".len();
+
     #[test]
     fn a_batch_filling_exactly_1_mb_is_one_request() {
-        let room = MAX_BODY_BYTES - request_overhead(NS);
+        let room = ROOM;
         // 4 datums that fill the body to the byte.
         let each = room / 4;
         let mut ds: Vec<Metric> = (0..3).map(|_| datum_of_size(each)).collect();
@@ -139,7 +143,7 @@ mod tests {
 
     #[test]
     fn one_byte_over_1_mb_starts_a_new_request() {
-        let room = MAX_BODY_BYTES - request_overhead(NS);
+        let room = ROOM;
         let each = room / 4;
         let mut ds: Vec<Metric> = (0..3).map(|_| datum_of_size(each)).collect();
         ds.push(datum_of_size(room - 3 * each + 1));
@@ -160,6 +164,15 @@ mod tests {
                 request_overhead(NS) + ds[b.clone()].iter().map(encoded_size).sum::<usize>();
             assert!(bytes <= MAX_BODY_BYTES, "{bytes}");
         }
+    }
+
+    #[test]
+    fn a_datum_larger_than_a_request_goes_alone_and_no_batch_is_empty() {
+        // Never valid (the rules refuse it first), but an empty request would be refused
+        // whole: each datum is in exactly one batch, each batch holds at least one.
+        let ds = vec![datum(0), datum_of_size(2 * ROOM), datum(2)];
+        assert_eq!(split(&ds, NS), vec![0..1, 1..2, 2..3]);
+        assert_eq!(split(&ds[1..], NS), vec![0..1, 1..2]);
     }
 
     #[test]
