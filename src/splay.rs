@@ -109,6 +109,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_host_name_is_the_kernels_as_uname_reports_it() {
+        let uname = std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .expect("uname");
+        let name = String::from_utf8(uname.stdout).unwrap();
+        assert!(!name.trim().is_empty());
+        assert_eq!(host_name(), name.trim());
+    }
+
+    #[test]
     fn shares_durations_and_zero_parse() {
         assert_eq!(Splay::parse("50%"), Ok(Splay::Share(0.5)));
         assert_eq!(Splay::parse(" 0% "), Ok(Splay::Share(0.0)));
