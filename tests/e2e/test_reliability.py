@@ -36,8 +36,9 @@ def clock(fleet):
 
 
 def env_for(proxy, namespace, fleet, **extra):
-    return agent_env(proxy.url, namespace, PLUGIN_PORTS=fleet.ports_spec(12), SCHEDULE="* * * * * *",
-                     COST_RESOURCES=CLOCK_BASKET, SELF_METRICS="false", TARGET_TIMEOUT="800ms", **extra)
+    settings = dict(PLUGIN_PORTS=fleet.ports_spec(12), SCHEDULE="* * * * * *", COST_RESOURCES=CLOCK_BASKET,
+                    SELF_METRICS="false", TARGET_TIMEOUT="800ms")
+    return agent_env(proxy.url, namespace, **{**settings, **extra})
 
 
 @pytest.fixture
@@ -113,7 +114,10 @@ def window(agent_runs):
 @pytest.mark.parametrize("buffer", ["memory", "disk"])
 def test_an_outage_of_every_kind_loses_nothing(localstack, reader, fleet, namespace, proxy, tmp_path, buffer):
     clock(fleet)
-    extra = {"BUFFER_DIR": str(tmp_path / "buffer")} if buffer == "disk" else {}
+    # On disk, the agent's own metrics too: each cycle's wait in the buffer for a later
+    # publish, stamped with their cycle, and must survive the outage like the rest.
+    extra = {"BUFFER_DIR": str(tmp_path / "buffer"), "SELF_METRICS": "true", "AGENT_NAME": "outage"} \
+        if buffer == "disk" else {}
     agent = Agent(env_for(proxy, namespace, fleet, SHUTDOWN_TIMEOUT=DRAIN_AT_STOP, **extra)).start()
     started = datetime.datetime.now(datetime.timezone.utc)
     phases = [("refuse", {}), ("reset", {}), ("error500", {}), ("throttle", {}), ("hang", {}),
@@ -161,6 +165,11 @@ def test_an_outage_of_every_kind_loses_nothing(localstack, reader, fleet, namesp
         # A duplicate needs CloudWatch to have taken a request whose answer was lost.
         late = [ts for ts, (vs, c) in got.items() if c > len(vs) and ts > blackhole_end]
         assert late == [], region
+    if buffer == "disk":
+        # Each cycle's own metrics, stamped with it and sent with a later cycle or at the stop.
+        start, end = min(stamps), max(stamps) + datetime.timedelta(seconds=1)
+        own = {p[0] for p in reader.points(namespace, "CycleDuration", {"Agent": "outage"}, start, end)}
+        assert own == stamps, sorted(stamps ^ own)
 
 
 def written_ahead(agents):

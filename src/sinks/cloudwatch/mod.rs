@@ -650,6 +650,38 @@ pub(crate) mod tests {
         assert_eq!((r.published, r.queued), (2500, 0));
     }
 
+    #[tokio::test]
+    async fn cycles_of_several_records_on_disk_survive_a_failure_and_a_crash_once_in_order() {
+        // Issue 26: the e2e faults never met a cycle of more than one record (2,000 datums).
+        let dir = crate::buffer::tests::TempDir::new("publish-records");
+        let open = || Buffer::open(dir.path(), 64 << 20, 10_000).unwrap();
+        let sink = std::sync::Arc::new(FakeSink::scripted(vec![
+            Ok(()),
+            Err(PutError::Failed("AccessDenied".into())),
+        ]));
+        let mut p = Rig {
+            p: Publisher::new(sink.clone(), "Test/Ns".into(), fast()),
+            buffer: open(),
+        };
+        // 2,500 datums: two records. The first request of 1,000 goes, the second fails and
+        // is not retried: 1,500 wait, across both records.
+        let r = p.publish(data(0..2500), soon()).await;
+        assert_eq!((r.published, r.queued, r.failed), (1000, 1500, true));
+        // A crash: nothing flushed; what was acknowledged stays gone.
+        drop(p);
+        let mut p = Rig {
+            p: Publisher::new(sink.clone(), "Test/Ns".into(), fast()),
+            buffer: open(),
+        };
+        assert_eq!(p.buffer.len(), 1500);
+        let r = p.publish(data(2500..5000), soon()).await;
+        assert_eq!((r.published, r.queued, r.failed), (4000, 0, false));
+        let want: Vec<f64> = (0..5000).map(|i| i as f64).collect();
+        assert_eq!(sink.accepted_values(), want, "each datum once, in order");
+        drop(p);
+        assert!(open().is_empty());
+    }
+
     /// Times out any request of more than `.0` datums.
     struct SlowAbove(usize);
 
