@@ -40,6 +40,32 @@ pub const LOGGING_CRATES: &[&str] = &[
     "tokio_cron_scheduler",
 ];
 
+/// The agent's own top-level modules, the first part of its targets' paths: a target inside
+/// the crate must name one (`cloudwatch_publisher::nope` logs nothing). A unit test keeps
+/// the list equal to the modules `lib.rs` declares.
+pub const OWN_MODULES: &[&str] = &[
+    "agent",
+    "bench",
+    "buffer",
+    "config",
+    "exit",
+    "fuzzing",
+    "health",
+    "logging",
+    "metric",
+    "monitoring",
+    "run",
+    "schedule",
+    "scheduler",
+    "self_metrics",
+    "shutdown",
+    "sinks",
+    "sources",
+    "splay",
+    "stats",
+    "untrusted",
+];
+
 /// Appended to every filter: the signing crate's traces carry the signing inputs.
 const REDACT: &str = "aws_sigv4=off";
 /// Appended when the filter reaches debug: the orchestrator's endpoint and auth resolution
@@ -91,6 +117,10 @@ pub fn check(filter: &str) -> Result<String, String> {
 /// Whether `target` matches the lines of a crate that logs: a prefix of its name (`aws`,
 /// `aws_smithy`) or a path inside it (`cloudwatch_publisher::agent`).
 fn names_a_crate(target: &str) -> bool {
+    if let Some(path) = target.strip_prefix("cloudwatch_publisher::") {
+        let module = path.split("::").next().unwrap_or_default();
+        return OWN_MODULES.contains(&module);
+    }
     !target.is_empty()
         && LOGGING_CRATES.iter().any(|c| {
             c.starts_with(target)
@@ -259,6 +289,32 @@ mod tests {
 
     /// The list of crates that log is the lock file's, so a new dependency that logs cannot
     /// be refused as a target, and one that is gone cannot be accepted.
+    #[test]
+    fn the_own_modules_are_those_lib_rs_declares() {
+        let lib = include_str!("../lib.rs");
+        let declared: Vec<&str> = lib
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("pub mod ")
+                    .or_else(|| l.trim().strip_prefix("mod "))
+            })
+            .map(|m| m.trim_end_matches(';'))
+            .filter(|m| *m != "complexity")
+            .collect();
+        assert_eq!(declared, OWN_MODULES);
+    }
+
+    #[test]
+    fn a_path_inside_the_agent_must_name_one_of_its_modules() {
+        // Outside attack, round 2: accepted, then only the error floor printed.
+        assert!(check("cloudwatch_publisher::nope=info").is_err());
+        assert!(check("info,cloudwatch_publisher::agentx=debug").is_err());
+        assert!(check("cloudwatch_publisher::agent=debug").is_ok());
+        assert!(check("cloudwatch_publisher::sources::prometheus=trace").is_ok());
+        assert!(check("cloudwatch_publisher=debug").is_ok());
+    }
+
     #[test]
     fn the_crates_that_log_are_those_of_cargo_lock() {
         let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"))
