@@ -147,6 +147,8 @@ def test_a_query_token_is_neither_logged_nor_published(localstack, reader, names
 @pytest.mark.parametrize("rust_log,why", [
     ("null", "a word that is not a level"),
     ("cloudwatch-publisher=debug", "Fix: write cloudwatch_publisher"),
+    # A module the agent does not have (outside attack, round 2).
+    ("info,cloudwatch_publisher::nope=debug", '"cloudwatch_publisher::nope" matches none'),
 ])
 def test_a_rust_log_that_matches_nothing_is_refused_naming_the_fix(namespace, rust_log, why):
     """Item 9: such a filter was accepted, and the agent then printed nothing, errors
