@@ -135,20 +135,17 @@ fuzz:
 	    -timeout=10 -rss_limit_mb=2048 || exit 1; \
 	done
 
-# Mutation testing of the pure modules (docs/testing.md): cargo-mutants changes each one's
-# code a mutant at a time and runs the library's unit tests (the oracle's included, so
-# `make oracle` first) against it; a mutant no test fails is printed and listed in
-# target/mutants.out/missed.txt. One file: make mutants MUTANTS_FILES=src/splay.rs. Not part
-# of make test: the whole set takes hours on 2 cores. The complexity guards (`linear`) are
-# skipped: each takes seconds, and a mutant that only slows a parser is not what they catch.
+# Mutation testing of the pure modules (docs/testing.md, tests/mutants.sh): cargo-mutants
+# changes each file's code a mutant at a time and runs the unit tests of its stage against
+# each; a mutant no test fails is listed in the table printed at the end and in
+# target/mutants/<file with _ for />/mutants.out/missed.txt. One file: make mutants MUTANTS_FILES=src/splay.rs.
+# Not part of make test: the whole set takes hours on 2 cores.
 MUTANTS_FILES ?= src/sources/prometheus/parse.rs src/sources/prometheus/convert.rs \
   src/sources/plugins/transform.rs src/buffer/record.rs src/sinks/cloudwatch/rules.rs \
   src/sinks/cloudwatch/batch.rs src/splay.rs src/schedule.rs src/metric.rs src/monitoring/alarms.rs
 mutants: oracle
 	@command -v cargo-mutants >/dev/null || $(CARGO) install --locked cargo-mutants --version 27.1.0
-	CARGO_TARGET_DIR=$(CURDIR)/target/mutants ORACLE_DIR=$(CURDIR)/target/oracle \
-	  $(CARGO) mutants --output target $(addprefix -f ,$(MUTANTS_FILES)) \
-	  -- --lib -- --skip linear
+	tests/mutants.sh $(MUTANTS_FILES)
 
 # The image tag for this commit: semver plus the short git hash (docs/deployment.md).
 # The binary's dependencies as a CycloneDX SBOM, target/sbom/cloudwatch-publisher.cdx.json
