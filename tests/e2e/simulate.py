@@ -23,6 +23,7 @@ import json
 import os
 import re
 import signal
+import struct
 import sys
 import time
 import uuid
@@ -67,6 +68,7 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
     """One run: `agents` processes on `*/interval` seconds, `ticks` scheduled cycles each."""
     namespace = f"Sim/{uuid.uuid4().hex[:10]}"
     proxy = FaultProxy(localstack.port).start()
+    proxy.keep_bodies = True
     proxy.set("pass", rate=rate)
     target = f"us-east-1=http://127.0.0.1:{fleet.port('us-east-1')}"
     procs = []
@@ -129,9 +131,13 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
             if id(c) in planned:
                 # When it sent, after the tick: collection (which varies with load) plus the wait.
                 waits.setdefault(f"sim-{i:04d}", []).append((c["splay_ms"], (c["collect_ms"] + c["splay_ms"]) / 1000))
+                # The cycle's first request: the first of this agent's that carries a datum
+                # stamped with the tick (a CBOR timestamp: tag 1, a double), so a late retry
+                # of the cycle before is not taken for it.
                 tick = stamp.timestamp()
-                first = min((t for t, key in proxy.arrivals if key == f"SIM{i:04d}" and tick <= t < tick + interval),
-                            default=None)
+                mark = b"\xc1\xfb" + struct.pack(">d", tick)
+                first = min((t for t, key, body in proxy.arrivals
+                             if key == f"SIM{i:04d}" and body and mark in body), default=None)
                 sends.setdefault(f"sim-{i:04d}", []).append(
                     (fraction(f"sim-{i:04d}", host) * bound, None if first is None else first - tick))
             # Accepted when a cycle from this one on ended with nothing queued; the self

@@ -24,6 +24,7 @@ agent met. Used in-process (`FaultProxy(...).start()`), or standalone for manual
 """
 
 import argparse
+import gzip
 import json
 import re
 import socket
@@ -124,7 +125,10 @@ class FaultProxy:
         self.hung = set()
         self.first_request = None  # wall-clock time of the first request seen
         self.events = []           # (wall-clock time, outcome) of every request answered
-        self.arrivals = []         # (wall-clock time, access key id) of every request as it came
+        # (wall-clock time, access key id, body) of every request as it came (bodies are
+        # kept only with keep_bodies: a test that reads them sets it)
+        self.arrivals = []
+        self.keep_bodies = False
 
     @staticmethod
     def _free_port():
@@ -236,8 +240,12 @@ class FaultProxy:
                     return
                 head, body, buf = msg
                 signed = re.search(rb"Credential=([^/,\s]+)/", head)
+                if self.keep_bodies and re.search(rb"(?i)\r\ncontent-encoding:\s*gzip", head):
+                    body_seen = gzip.decompress(body)
+                else:
+                    body_seen = body if self.keep_bodies else None
                 with self.lock:
-                    self.arrivals.append((time.time(), signed and signed.group(1).decode()))
+                    self.arrivals.append((time.time(), signed and signed.group(1).decode(), body_seen))
                 mode, delay = self._decide()
                 self._bump("requests")
                 with self.lock:
