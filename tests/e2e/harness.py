@@ -34,7 +34,8 @@ from proxy import FaultProxy  # noqa: E402,F401  (the harness's own part, re-exp
 
 
 def agent_binary():
-    """The debug binary `cargo build` made; AGENT_BIN overrides (e.g. a release build)."""
+    """The binary under test: AGENT_BIN (make e2e sets the static release build), else the
+    debug binary `cargo build` makes."""
     path = Path(os.environ.get("AGENT_BIN", ROOT / "target" / "debug" / "cloudwatch-publisher"))
     if not path.exists():
         raise RuntimeError(f"{path} is missing: run `cargo build` (make test does)")
