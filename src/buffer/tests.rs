@@ -570,11 +570,6 @@ fn a_record_head_claiming_more_datums_than_its_bytes_hold_is_corrupt() {
     assert_eq!((b.len(), b.gauges().corrupt_total), (0, 1));
 }
 
-/// One record with `id` and the datum `at(1000)`, as a hostile file would hold it.
-fn planted(payload: Vec<u8>) -> Vec<u8> {
-    record::frame(&payload)
-}
-
 #[test]
 fn a_planted_record_numbered_at_the_top_costs_nothing_of_what_the_agent_writes() {
     // Outside attack, round 2: a valid record with id 10^18 (the highest read) made the
@@ -584,7 +579,7 @@ fn a_planted_record_numbered_at_the_top_costs_nothing_of_what_the_agent_writes()
         fs::create_dir_all(dir.path()).unwrap();
         fs::write(
             dir.path().join(seg_name(1)),
-            planted(record::data(top, &run(1000..1001))),
+            record::frame(&record::data(top, &run(1000..1001))),
         )
         .unwrap();
         let mut b = open(&dir);
@@ -611,7 +606,7 @@ fn a_planted_ack_numbered_at_the_top_acknowledges_nothing() {
     drop(b);
     fs::write(
         dir.path().join(seg_name(1000)),
-        planted(record::ack(record::ID_MAX, 5)),
+        record::frame(&record::ack(record::ID_MAX, 5)),
     )
     .unwrap();
     let mut b = open(&dir);

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 import harness
-from harness import ROOT, Fleet, LocalStack, Reader
+from harness import ROOT, Exporter, Fleet, LocalStack, Reader
 
 LOGS = ROOT / "target" / "e2e-logs"
 
@@ -55,3 +55,11 @@ def fleet(request):
     f = Fleet(**getattr(request, "param", {})).start()
     yield f
     f.stop()
+
+
+@pytest.fixture
+def exporter():
+    """The test exporter (tests/fleet/exporter.py), stopped after the test."""
+    e = Exporter().start()
+    yield e
+    e.stop()

@@ -13,8 +13,6 @@ import signal
 import struct
 import zlib
 
-import pytest
-
 from harness import Agent, Exporter, agent_env, parse_ts, rss_kib, wait_for
 
 SKIPPED_FILE = "buffer: skipped a file named like a segment, or its part past a segment's size"
@@ -26,13 +24,6 @@ SEQ_MAX = 10**18
 # file or /dev/zero whole took 3 GB.
 RSS_LIMIT_KIB = 128 * 1024
 AS_LIMIT = 4 << 30
-
-
-@pytest.fixture
-def exporter():
-    e = Exporter().start()
-    yield e
-    e.stop()
 
 
 def segment(seq):
@@ -181,20 +172,16 @@ def test_ids_and_names_planted_at_the_top_cost_nothing(localstack, reader, names
     and every cycle of two outages reaches CloudWatch. (A planted ack alone is ignored:
     src/buffer/tests.rs.)"""
     buf = tmp_path / "buffer"
+    # A short SHUTDOWN_TIMEOUT: the stop's flush to a dead endpoint gives up soon.
     down = dict(PLUGIN_PORTS="none", SCRAPE_TARGETS=exporter.url, SCHEDULE="* * * * * *",
-                TARGET_TIMEOUT="800ms", BUFFER_DIR=str(buf), SELF_METRICS="false")
+                TARGET_TIMEOUT="800ms", BUFFER_DIR=str(buf), SELF_METRICS="false", SHUTDOWN_TIMEOUT="3s")
     runs = []
     for plant in (False, True):
         if plant:
             renumber_first_record(sorted(buf.glob("*.seg"))[0], SEQ_MAX)
             (buf / segment(SEQ_MAX)).write_bytes(b"")
-        outage = Agent(agent_env("http://127.0.0.1:9", namespace, **down)).start()
-        try:
-            outage.wait_cycles(3, timeout=30)
-            outage.signal(signal.SIGTERM)
-            outage.wait(30)
-        finally:
-            outage.kill()
+        outage = Agent(agent_env("http://127.0.0.1:9", namespace, **down))
+        outage.run_cycles(3, timeout=30)
         assert outage.messages("in BUFFER_DIR for the next start") or outage.cycles()[-1]["queued"] > 0
         runs.append(outage)
     assert runs[1].messages(RENUMBERED), "the planted numbers were noticed at the second start"

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from harness import Agent, Exporter, agent_binary, agent_env, free_port, http_get, rss_kib, wait_for
+from harness import Agent, agent_binary, agent_env, free_port, http_get, rss_kib, wait_for
 from test_health import scrape
 
 SECRET = "s3cret"
@@ -18,13 +18,6 @@ CYCLES = ("cloudwatch_publisher_cycles_total", frozenset())
 # docs/reliability.md, Limits: a log line is at most 32 KiB of values, plus the names,
 # punctuation and markers around them.
 MAX_LINE_BYTES = 32 * 1024 + 2048
-
-
-@pytest.fixture
-def exporter():
-    e = Exporter().start()
-    yield e
-    e.stop()
 
 
 def cycles(agent):

@@ -14,7 +14,7 @@ import uuid
 import boto3
 import pytest
 
-from harness import ROOT, VENV_PY, Agent, Exporter, agent_binary, agent_env, wait_for
+from harness import ROOT, VENV_PY, Agent, agent_binary, agent_env, wait_for
 
 EXAMPLE = ROOT / "docs" / "cloudformation" / "monitoring-example.json"
 # The command docs/operations.md gives for the example, and its environment.
@@ -59,13 +59,6 @@ def deploy(cfn, template):
 def lint(path):
     r = subprocess.run([str(VENV_PY.parent / "cfn-lint"), str(path)], capture_output=True, text=True)
     return r.returncode, r.stdout + r.stderr
-
-
-@pytest.fixture
-def exporter():
-    e = Exporter().start()
-    yield e
-    e.stop()
 
 
 def test_alarms_follow_a_region_down_and_up_and_the_agent_stopping(localstack, namespace, fleet, exporter,

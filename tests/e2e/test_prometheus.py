@@ -29,13 +29,6 @@ def cut_at_the_timeout(cycles):
     assert all(CUT_TIMEOUT_MS <= t < CUT_TIMEOUT_MS + LOAD_MARGIN_MS for t in took), took
 
 
-@pytest.fixture
-def exporter():
-    e = Exporter().start()
-    yield e
-    e.stop()
-
-
 def scraping(localstack, namespace, targets, **env):
     settings = dict(PLUGIN_PORTS="none", SCHEDULE="* * * * * *", SCRAPE_TARGETS=targets,
                     TARGET_TIMEOUT=f"{TARGET_TIMEOUT_MS}ms", SELF_METRICS="false")
