@@ -320,42 +320,31 @@ impl Disk {
     /// older segment. A crash part way leaves both copies: some datums are sent twice,
     /// none lost. On an error the copies made so far are deleted and `pending` is as it was.
     fn renumber(&mut self, pending: &mut [Found], low_seq: u64) -> io::Result<()> {
-        let old: Vec<u64> = self.segments.iter().copied().collect();
+        let old = self.segments.clone();
         let high_seq = self.next_seq;
         self.current = None;
         self.next_seq = low_seq + 1;
-        let copied = match self.copy_renumbered(pending) {
-            Ok(copied) => copied,
+        let copied = self.copy_renumbered(pending);
+        // What is not to be kept: the old segments once copied, else the copies made so far.
+        let (drop, result) = match copied {
+            Ok(copied) => {
+                for (i, (f, (segment, offset))) in pending.iter_mut().zip(copied).enumerate() {
+                    (f.id, f.segment, f.offset) = (i as u64 + 1, segment, offset);
+                }
+                (old, Ok(()))
+            }
             Err(e) => {
                 self.current = None;
-                let new: Vec<u64> = self
-                    .segments
-                    .iter()
-                    .copied()
-                    .filter(|s| !old.contains(s))
-                    .collect();
-                for s in new {
-                    if fs::remove_file(self.path(s)).is_ok() {
-                        self.segments.remove(&s);
-                    }
-                }
                 self.next_seq = high_seq;
-                return Err(e);
+                (self.segments.difference(&old).copied().collect(), Err(e))
             }
         };
-        for (f, (segment, offset)) in pending.iter_mut().zip(copied) {
-            f.segment = segment;
-            f.offset = offset;
-        }
-        for (i, f) in pending.iter_mut().enumerate() {
-            f.id = i as u64 + 1;
-        }
-        for s in old {
+        for s in drop {
             if fs::remove_file(self.path(s)).is_ok() {
                 self.segments.remove(&s);
             }
         }
-        Ok(())
+        result
     }
 
     /// The copies of `pending` with their new ids: where each went.
