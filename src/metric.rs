@@ -317,11 +317,18 @@ mod tests {
             pairs,
             [("Agent", "a"), ("Region", "eu-west-1"), ("Sku", "t3.micro")]
         );
-        assert_eq!(d.len(), 3);
+        assert_eq!((d.len(), d.is_empty()), (3, false));
+        assert_eq!(
+            (Dimensions::new().len(), Dimensions::new().is_empty()),
+            (0, true)
+        );
         assert_eq!(&d["Region"], "eu-west-1");
         assert!(d.contains_key("Sku") && !d.contains_key("sku"));
         assert_eq!(d.get("Missing"), None);
         assert_eq!(d.iter().len(), 3);
+        let mut rest = d.iter();
+        rest.next();
+        assert_eq!(rest.len(), 2);
         assert_eq!(
             format!("{d:?}"),
             r#"{"Agent": "a", "Region": "eu-west-1", "Sku": "t3.micro"}"#

@@ -607,6 +607,42 @@ mod tests {
         assert!(metrics(&payload).is_err());
     }
 
+    #[test]
+    fn the_smallest_datum_and_the_largest_frame_are_the_bounds_the_reader_checks() {
+        // Empty name, no dimensions, an empty distribution: 18 bytes, the fewest a datum takes.
+        let smallest = Metric {
+            name: String::new(),
+            dimensions: Dimensions::new(),
+            unit: Unit::None,
+            timestamp: UNIX_EPOCH,
+            value: Value::distribution(vec![], vec![]),
+        };
+        assert_eq!(data(1, &[smallest.clone()]).len() - DATA_HEAD, 18);
+        assert_eq!(MIN_DATUM, 18);
+        let mut record = Data::new();
+        assert_eq!((record.datums(), record.is_empty()), (0, true));
+        for _ in 0..3 {
+            record.push(&smallest);
+        }
+        assert_eq!((record.datums(), record.is_empty()), (3, false));
+        let (payload, datums, _) = record.finish(1);
+        assert_eq!((payload.len(), datums), (DATA_HEAD + 54, 3));
+        // 54 bytes hold three such datums, never four: a head claiming four is crowded.
+        let mut lying = payload.clone();
+        lying[9..13].copy_from_slice(&4u32.to_le_bytes());
+        assert_eq!(head(&lying), Err(DecodeError::Crowded(4, 54)));
+        // A segment holds 8 MiB: a payload of 8 MiB less the frame's 12-byte header is read,
+        // one byte more is corrupt.
+        assert_eq!(MAX_PAYLOAD, 8 * 1024 * 1024 - 12);
+        let largest = scan(&frame(&vec![0; MAX_PAYLOAD]));
+        assert_eq!((largest.frames.len(), largest.corrupt.len()), (1, 0));
+        let over = scan(&frame(&vec![0; MAX_PAYLOAD + 1]));
+        assert_eq!(
+            (over.frames.len(), over.corrupt),
+            (0, vec![(0, HEADER + MAX_PAYLOAD + 1)])
+        );
+    }
+
     /// One datum of `n` dimensions, framed as a record.
     fn many_dimensions(n: usize) -> Vec<u8> {
         let mut payload = data(1, &[metric(1)]);

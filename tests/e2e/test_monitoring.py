@@ -14,7 +14,7 @@ import uuid
 import boto3
 import pytest
 
-from harness import ROOT, VENV_PY, Agent, agent_binary, agent_env, wait_for
+from harness import ROOT, VENV_PY, Agent, FaultProxy, Reader, agent_binary, agent_env, parse_ts, wait_for
 
 EXAMPLE = ROOT / "docs" / "cloudformation" / "monitoring-example.json"
 # The command docs/operations.md gives for the example, and its environment.
@@ -106,6 +106,65 @@ def test_alarms_follow_a_region_down_and_up_and_the_agent_stopping(localstack, n
     wait_for(lambda: states(cw, namespace)[silent] == "ALARM", 120, "the silence alarm")
     wait_for(lambda: all(states(cw, namespace)[a] == "ALARM" for a in plugin.values()), 60,
              "every region's alarm once nobody reports it")
+
+
+def test_an_outage_pages_as_a_backlog_and_a_refused_datum_as_dropped(localstack, namespace, fleet):
+    """The agent's own alarms fire on what they watch (docs/operations.md): QueueBacklog once
+    datums older than --queue-age-threshold wait, DatumsDropped once CloudWatch refuses one.
+    An outage loses nothing, so DatumsDropped stays OK through it."""
+    _, cw = clients(localstack)
+    proxy = FaultProxy(localstack.port).start()
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    kept, poisoned = fleet.regions[0], fleet.regions[1]
+    env = agent_env(proxy.url, namespace, PLUGIN_PORTS=fleet.ports_spec(2), SCHEDULE="*/2 * * * * *",
+                    TARGET_TIMEOUT="1s", AGENT_NAME=name)
+    code, out, err = monitoring(env, "alarms", "--period", "10", "--evaluation-periods", "1",
+                                "--queue-age-threshold", "5", "--regions", kept)
+    assert code == 0, err
+    backlog, dropped = f"{namespace}/QueueBacklog/{name}", f"{namespace}/DatumsDropped/{name}"
+    for line in out.splitlines():
+        alarm = json.loads(line)
+        if alarm["AlarmName"] in (backlog, dropped):
+            cw.put_metric_alarm(**alarm)
+    assert {backlog, dropped} <= set(states(cw, namespace))
+
+    agent = Agent(env).start()
+    try:
+        wait_for(lambda: states(cw, namespace)[backlog] == states(cw, namespace)[dropped] == "OK", 60,
+                 "both alarms to be OK")
+        # An outage longer than the threshold: four cycles every 2 s, none delivered.
+        proxy.set("refuse")
+        before = len(agent.cycles())
+        wait_for(lambda: len(agent.cycles()) >= before + 4, 60, "four cycles in the outage")
+        proxy.set("pass")
+        wait_for(lambda: states(cw, namespace)[backlog] == "ALARM", 90, "the backlog alarm")
+        assert states(cw, namespace)[dropped] == "OK"
+        assert sum(c["dropped"] for c in agent.cycles()) == 0
+
+        # CloudWatch refuses every datum of one region for one cycle: those are dropped and
+        # counted; the rest of the cycle is delivered.
+        proxy.set("reject", match=poisoned.encode())
+        wait_for(lambda: any(c["dropped"] for c in agent.cycles()), 30, "a cycle with refused datums")
+        proxy.set("pass")
+        wait_for(lambda: states(cw, namespace)[dropped] == "ALARM", 90, "the dropped-datums alarm")
+        code, _ = agent.stop(signal.SIGTERM, timeout=30)
+        assert code == 0
+    finally:
+        agent.kill()
+        proxy.stop()
+
+    refused = [l for l in agent.logs() if l.get("message") == "CloudWatch rejected datum; dropped"]
+    hit = [c for c in agent.cycles() if c["dropped"]]
+    assert refused and all(poisoned in l["datum"] for l in refused)
+    assert sum(c["dropped"] for c in hit) == len(refused) == proxy.count("rejected") - \
+        sum(1 for l in agent.logs() if l.get("message", "").startswith("CloudWatch rejected a batch"))
+    reader = Reader(localstack.url)
+    for c in hit:
+        stamp = parse_ts(c["cycle_timestamp"])
+        # Each such cycle's own count went out with the next publish, and its other region's
+        # datums were not lost with the refused ones.
+        assert [p[1] for p in reader.at(namespace, "DatumsDropped", {"Agent": name}, stamp)] == [c["dropped"]]
+        assert [p[1] for p in reader.at(namespace, "PluginHealthy", {"Region": kept}, stamp)] == [1.0]
 
 
 def test_alarm_lines_are_put_metric_alarm_inputs(localstack, namespace):

@@ -14,6 +14,8 @@ CloudWatch can, as its mode says at the moment the request arrives:
   hang       read the request and never answer
   accept     answer 200 itself without forwarding: a CloudWatch that takes everything at
              once, for measuring the agent alone (`make bench`)
+  reject     answer 400 InvalidParameterValue, as CloudWatch does to a datum it refuses, to
+             each request whose body holds `match` (every request without one); forward the rest
 
 `rate` (requests a second, with `pass`) admits at most that many a second and throttles
 the rest, as the account's PutMetricData quota does. Counters per outcome say what the
@@ -34,7 +36,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-MODES = ("pass", "refuse", "reset", "delay", "error500", "throttle", "blackhole", "hang", "accept")
+MODES = ("pass", "refuse", "reset", "delay", "error500", "throttle", "blackhole", "hang", "accept",
+         "reject")
 
 
 def cbor_map(pairs):
@@ -58,9 +61,17 @@ def error_answer(status, reason, code, shape, fault):
 
 
 THROTTLED = error_answer(400, "Bad Request", "Throttling", "ThrottlingException", "Sender")
+REJECTED = error_answer(400, "Bad Request", "InvalidParameterValue", "InvalidParameterValueException",
+                        "Sender")
 FAILED = error_answer(500, "Internal Server Error", "InternalFailure", "InternalServiceFault", "Receiver")
 ACCEPTED = (b"HTTP/1.1 200 OK\r\nsmithy-protocol: rpc-v2-cbor\r\ncontent-type: application/cbor\r\n"
             b"content-length: 1\r\n\r\n\xa0")
+
+
+def stamps(body):
+    """The datum timestamps in a PutMetricData body (Smithy RPC v2 CBOR): each is tag 1
+    (epoch seconds) over a double, as the SDK writes them."""
+    return {struct.unpack(">d", m.group(1))[0] for m in re.finditer(rb"\xc1\xfb(.{8})", body, re.DOTALL)}
 
 
 def read_until(sock, buf, enough):
@@ -118,6 +129,7 @@ class FaultProxy:
         self.mode = "pass"
         self.delay_ms = 0
         self.rate = None
+        self.match = None             # with `reject`: the bytes a refused body holds
         self.window = (0, 0)          # (second, requests admitted in it)
         self.counts = {}
         self.listener = None
@@ -129,6 +141,10 @@ class FaultProxy:
         # kept only with keep_bodies: a test that reads them sets it)
         self.arrivals = []
         self.keep_bodies = False
+        # The datum timestamps of every request CloudWatch may have taken without the agent
+        # learning it in time (blackholed, or delayed past the agent's wait): only these may
+        # be duplicated by a retry.
+        self.unsure = set()
 
     @staticmethod
     def _free_port():
@@ -144,11 +160,12 @@ class FaultProxy:
         self._listen()
         return self
 
-    def set(self, mode, delay_ms=None, rate=None):
+    def set(self, mode, delay_ms=None, rate=None, match=None):
         """Switches mode for the requests that arrive from now on."""
         assert mode in MODES, mode
         with self.lock:
             self.mode = mode
+            self.match = match
             if delay_ms is not None:
                 self.delay_ms = delay_ms
             self.rate = rate
@@ -229,7 +246,7 @@ class FaultProxy:
                 else:
                     n += 1
                 self.window = (start, n)
-            return mode, delay
+            return mode, delay, self.match
 
     def _serve(self, client):
         buf = b""
@@ -240,13 +257,14 @@ class FaultProxy:
                     return
                 head, body, buf = msg
                 signed = re.search(rb"Credential=([^/,\s]+)/", head)
-                if self.keep_bodies and re.search(rb"(?i)\r\ncontent-encoding:\s*gzip", head):
-                    body_seen = gzip.decompress(body)
-                else:
-                    body_seen = body if self.keep_bodies else None
+                mode, delay, match = self._decide()
+                plain = None
+                if self.keep_bodies or match is not None or mode in ("blackhole", "delay"):
+                    gzipped = re.search(rb"(?i)\r\ncontent-encoding:\s*gzip", head)
+                    plain = gzip.decompress(body) if gzipped else body
                 with self.lock:
-                    self.arrivals.append((time.time(), signed and signed.group(1).decode(), body_seen))
-                mode, delay = self._decide()
+                    self.arrivals.append((time.time(), signed and signed.group(1).decode(),
+                                          plain if self.keep_bodies else None))
                 self._bump("requests")
                 with self.lock:
                     self.counts["body_bytes"] = self.counts.get("body_bytes", 0) + len(body)
@@ -270,10 +288,17 @@ class FaultProxy:
                     self._bump("accepted")
                     client.sendall(ACCEPTED)
                     continue
+                if mode == "reject" and (match is None or match in plain):
+                    self._bump("rejected")
+                    client.sendall(REJECTED)
+                    continue
                 if mode == "throttle":
                     self._bump("throttle")
                     client.sendall(THROTTLED)
                     continue
+                if mode in ("blackhole", "delay"):
+                    with self.lock:
+                        self.unsure.update(stamps(plain))
                 if mode == "delay":
                     time.sleep(delay / 1000)
                 answer = self._forward(head, body)
@@ -314,7 +339,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--upstream", type=int, required=True, help="LocalStack's port")
     p.add_argument("--port", type=int, required=True, help="where the agent connects")
-    p.add_argument("--control", type=int, required=True, help="POST /mode?m=MODE[&delay_ms=N][&rate=N]")
+    p.add_argument("--control", type=int, required=True,
+                   help="POST /mode?m=MODE[&delay_ms=N][&rate=N][&match=TEXT]")
     args = p.parse_args()
     proxy = FaultProxy(args.upstream, args.port).start()
 
@@ -330,7 +356,8 @@ def main():
                 self.end_headers()
                 return
             proxy.set(q["m"], delay_ms=int(q.get("delay_ms", 0)),
-                      rate=int(q["rate"]) if "rate" in q else None)
+                      rate=int(q["rate"]) if "rate" in q else None,
+                      match=q["match"].encode() if "match" in q else None)
             body = json.dumps(proxy.counts).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
