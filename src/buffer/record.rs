@@ -643,6 +643,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn left_over_bytes_and_a_lying_dimension_count_are_errors_before_any_allocation() {
+        let mut payload = ack(7, 2);
+        payload.push(0);
+        assert_eq!(head(&payload), Err(DecodeError::Trailing(1)));
+        // In a data record the byte left over is read as the start of a datum.
+        let mut payload = data(1, &[metric(1)]);
+        payload.push(0);
+        assert_eq!(metrics(&payload), Err(DecodeError::Truncated));
+        // The dimension count (after the 25-byte head and the 14-byte name) claims 2^40
+        // pairs in a record of 60 bytes: refused, never a vector of 2^40 pairs.
+        let mut payload = data(1, &[metric(1)]);
+        assert_eq!(payload[DATA_HEAD + 14], 1);
+        payload.splice(
+            DATA_HEAD + 14..DATA_HEAD + 15,
+            [0x80, 0x80, 0x80, 0x80, 0x80, 0x20],
+        );
+        assert_eq!(metrics(&payload), Err(DecodeError::Truncated));
+        // A frame is whole down to an empty payload (its head is then what is wrong).
+        assert_eq!(scan(&frame(&[])).frames, vec![(0, HEADER..HEADER)]);
+        assert_eq!(head(&[]), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn same_bits_tells_apart_any_field_or_length_and_holds_for_nan() {
+        let (a, b) = (metric(1), metric(2));
+        assert!(same_bits(&[a.clone(), b.clone()], &[a.clone(), b.clone()]));
+        assert!(!same_bits(&[a.clone()], &[a.clone(), b.clone()]));
+        assert!(!same_bits(&[a.clone()], &[b.clone()]));
+        let other_value = Metric {
+            value: Value::Gauge(7.5),
+            ..a.clone()
+        };
+        assert!(!same_bits(&[a.clone()], &[other_value]));
+        let nan = Metric {
+            value: Value::Gauge(f64::NAN),
+            ..a.clone()
+        };
+        assert!(same_bits(&[nan.clone()], &[nan]));
+    }
+
     /// One datum of `n` dimensions, framed as a record.
     fn many_dimensions(n: usize) -> Vec<u8> {
         let mut payload = data(1, &[metric(1)]);
