@@ -820,6 +820,29 @@ rpc_duration_seconds_count 2693
     }
 
     #[test]
+    fn openmetrics_gaugehistograms_and_statesets_are_families_of_their_type() {
+        // The OpenMetrics specification's own shapes: a gauge histogram's _bucket, _gsum and
+        // _gcount, and a stateset's one sample a state.
+        let s = parse(
+            "# TYPE queue_wait gaugehistogram\nqueue_wait_bucket{le=\"1\"} 2\nqueue_wait_bucket{le=\"+Inf\"} 3\nqueue_wait_gsum 4.5\nqueue_wait_gcount 3\n# TYPE feature stateset\nfeature{feature=\"a\"} 1\nfeature{feature=\"b\"} 0\n# EOF\n",
+            Format::OpenMetrics,
+        );
+        assert_eq!(s.skipped.malformed, 0, "{:?}", s.skipped.first_error);
+        let kinds: Vec<_> = s
+            .families
+            .iter()
+            .map(|f| (f.name, f.kind, f.samples.len()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("queue_wait", Kind::GaugeHistogram, 4),
+                ("feature", Kind::StateSet, 2)
+            ]
+        );
+    }
+
+    #[test]
     fn nothing_may_follow_openmetrics_eof() {
         let s = parse("a 1\n# EOF\nb 2\n", Format::OpenMetrics);
         assert_eq!((s.families.len(), s.skipped.malformed), (1, 1));
