@@ -990,6 +990,37 @@ rpc_duration_seconds_count 2693
         assert_eq!(skipped.malformed, 0);
         // A parse never asked to stop reads everything.
         assert_eq!(parse_each(&body, Format::Text, |_| {}).stopped, None);
+
+        // Long lines: asked once 64 KiB have been read, newlines included. Each line here is
+        // 64 KiB with its newline, so the parse is asked before each line and stops at the
+        // second of three.
+        let line = format!("m{{l=\"{}\"}} 1\n", "x".repeat((64 << 10) - 10));
+        assert_eq!(line.len(), 64 << 10);
+        let body = line.repeat(3);
+        let (mut asked, mut samples) = (0, 0);
+        let skipped = parse_each_until(
+            &body,
+            Format::Text,
+            || {
+                asked += 1;
+                asked == 2
+            },
+            |line| samples += usize::from(matches!(line, Line::Sample { .. })),
+        );
+        assert_eq!((samples, skipped.stopped), (1, Some((2, 2))));
+    }
+
+    #[test]
+    fn exemplars_are_openmetrics_only() {
+        let line = "requests_total 5 # {trace_id=\"abc\"} 1\n";
+        assert_eq!(parse(line, Format::OpenMetrics).skipped.malformed, 0);
+        // In 0.0.4 text the "#" stands where a timestamp would.
+        let s = text(line);
+        assert_eq!(s.skipped.malformed, 1);
+        assert_eq!(
+            s.skipped.first_error,
+            Some((1, "a timestamp that is not whole milliseconds".to_string()))
+        );
     }
 
     #[test]
