@@ -747,6 +747,9 @@ rpc_duration_seconds_count 2693
             [f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, 0.001, -0.0]
         );
         assert_eq!(s.skipped.malformed, 0);
+        // Go and Python read neither spelling; Rust would read both.
+        let s = text("g Infinity\nh -infinity\ni 1_000\n");
+        assert_eq!((s.families.len(), s.skipped.malformed), (0, 3));
     }
 
     #[test]
