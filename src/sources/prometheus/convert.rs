@@ -1469,6 +1469,45 @@ mod tests {
         assert_eq!(gauges as u64 + c.dropped.not_read - 4, 3000);
     }
 
+    #[test]
+    fn malformed_lines_and_bounds_are_counted_and_counts_add_up_by_reason() {
+        // Two lines the parser refuses and a bucket whose `le` is not a number: three
+        // malformed, and the rest published.
+        let body = "ok 1\nbad{ 1\nalso bad\n# TYPE h histogram\nh_bucket{le=\"abc\"} 1\nfine 2\n";
+        let mut state = State::default();
+        let (c, skipped) =
+            convert_body_until(body, Format::Text, &rules(), &mut state, at(), || false);
+        assert_eq!((skipped.malformed, c.dropped.malformed), (2, 3));
+        let names: Vec<&str> = c.metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["ok", "fine"]);
+
+        let mut sum = Dropped {
+            malformed: 1,
+            non_finite: 2,
+            negative: 3,
+            duplicate: 4,
+            reserved_name: 5,
+            too_long: 6,
+            over_cap: 7,
+            not_read: 8,
+        };
+        sum.add(&Dropped {
+            malformed: 10,
+            non_finite: 20,
+            negative: 30,
+            duplicate: 40,
+            reserved_name: 50,
+            too_long: 60,
+            over_cap: 70,
+            not_read: 80,
+        });
+        assert_eq!(
+            sum.by_reason().map(|(_, n)| n),
+            [11, 22, 33, 44, 55, 66, 77, 88]
+        );
+        assert_eq!(sum.total(), 396);
+    }
+
     /// Complexity guards for the conversion, as for the parser ([`crate::complexity`]).
     #[test]
     fn conversion_time_grows_linearly_with_the_body_whatever_its_shape() {
