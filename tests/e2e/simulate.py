@@ -116,7 +116,7 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
     sends = {}
     for i, a in enumerate(procs):
         cycles = a.cycles()
-        cycles_by_agent[f"sim-{i:04d}"] = len(cycles)
+        cycles_by_agent[f"sim-{i:04d}"] = {parse_ts(c["cycle_timestamp"]) for c in cycles}
         dropped += sum(c.get("dropped", 0) for c in cycles)
         # First attempts in the steady window: one per publishing cycle.
         publishes += sum(1 for c in cycles if c.get("calls", 0) > 0
@@ -151,17 +151,18 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
     reader = Reader(localstack.url)
     start = datetime.datetime.fromtimestamp(started - 120, datetime.timezone.utc)
     end = datetime.datetime.fromtimestamp(stopped + 120, datetime.timezone.utc)
-    read_back = {name: samples(reader, namespace, "CycleDuration", {"Agent": name}, start, end)
-                 for name in cycles_by_agent}
     health = samples(reader, namespace, "PluginHealthy", {"Region": "us-east-1"}, start, end)
-    lost_cycles = sum(max(0, n - read_back[name]) for name, n in cycles_by_agent.items())
+    # A cycle is lost when its own stamp is missing from its agent's series: counts alone
+    # would let a retried duplicate stand in for a lost cycle.
+    lost_cycles = sum(len(stamps - stamps_read(reader, namespace, name, stamps))
+                      for name, stamps in cycles_by_agent.items())
     events = [e for e in proxy.events if e[1] in ("passed", "throttle") and steady_from <= e[0] < stopped]
     per_second = {}
     for t, _ in events:
         per_second[int(t)] = per_second.get(int(t), 0) + 1
     return {
         "agents": agents, "rate": rate, "splay": splay, "interval": interval,
-        "cycles": sum(cycles_by_agent.values()),
+        "cycles": sum(len(stamps) for stamps in cycles_by_agent.values()),
         "requests": len(events),
         "throttled": sum(1 for e in events if e[1] == "throttle"),
         "accepted": sum(1 for e in events if e[1] == "passed"),
@@ -178,6 +179,19 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
         "waits": waits,
         "sends": sends,
     }
+
+
+def stamps_read(reader, namespace, agent, stamps):
+    """The timestamps of an agent's CycleDuration datums in CloudWatch, read in windows of a
+    minute at most (LocalStack answers long windows of 1-second periods slowly)."""
+    if not stamps:
+        return set()
+    out, t, end = set(), min(stamps), max(stamps) + datetime.timedelta(seconds=1)
+    while t < end:
+        stop = min(t + datetime.timedelta(seconds=60), end)
+        out |= {p[0] for p in reader.points(namespace, "CycleDuration", {"Agent": agent}, t, stop)}
+        t = stop
+    return out
 
 
 def samples(reader, namespace, name, dims, start, end):

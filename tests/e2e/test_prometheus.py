@@ -146,6 +146,11 @@ def test_a_target_never_creates_more_metrics_than_its_cap(localstack, reader, na
     assert len(target_metrics) == 12
     warnings = [l for l in agent.logs() if "MAX_SERIES_PER_TARGET" in l.get("message", "")]
     assert len(warnings) == 1 and warnings[0]["max_series"] == 12
+    # What is past the cap is counted, every cycle: the exporter's 10 places (its docstring;
+    # a histogram's distribution, _sum and _count are three) and the 40 extra series, less
+    # the 12 the cap holds.
+    assert warnings[0]["not_published"] == 38
+    assert [c["scrape_dropped"] for c in agent.cycles()] == [38] * len(agent.cycles())
 
 
 def test_include_metrics_and_drop_labels(localstack, reader, namespace, exporter):
