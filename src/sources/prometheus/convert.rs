@@ -1413,9 +1413,14 @@ mod tests {
     #[test]
     fn names_longer_than_cloudwatch_takes_are_dropped_and_counted() {
         let long = "n".repeat(256);
-        let body = format!("{long} 1\nm{{{long}=\"v\"}} 1\n{} 1\n", "k".repeat(255));
+        // 255 characters are a name CloudWatch takes, as a metric's or a dimension's.
+        let body = format!(
+            "{long} 1\nm{{{long}=\"v\"}} 1\n{} 1\nw{{{}=\"v\"}} 1\n",
+            "k".repeat(255),
+            "l".repeat(255)
+        );
         let c = scrapes(&[&body], &rules());
-        assert_eq!(c.metrics.len(), 1);
+        assert_eq!(c.metrics.len(), 2);
         assert_eq!(c.dropped.too_long, 2);
         let (why, name) = c.first_dropped.unwrap();
         assert_eq!(why, "too_long");
@@ -1438,6 +1443,22 @@ mod tests {
             [("h".into(), Value::distribution(vec![0.5], vec![2.0]))]
         );
         assert_eq!(c.dropped.duplicate, 1);
+        // Every bucket twice: three of six counted.
+        let twice = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"2\"} 2\nh_bucket{le=\"2\"} 2\nh_bucket{le=\"+Inf\"} 2\nh_bucket{le=\"+Inf\"} 2\n";
+        assert_eq!(scrapes(&[twice], &rules()).dropped.duplicate, 3);
+    }
+
+    #[test]
+    fn a_counter_total_of_zero_is_a_baseline_like_any_other() {
+        let c = scrapes(
+            &[
+                "# TYPE c counter\nc_total 0\n",
+                "# TYPE c counter\nc_total 5\n",
+            ],
+            &rules(),
+        );
+        assert_eq!(values(&c), [("c_total".into(), Value::Counter(5.0))]);
+        assert_eq!(c.dropped, Dropped::default());
     }
 
     #[test]
