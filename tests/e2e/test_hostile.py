@@ -41,12 +41,13 @@ def test_a_malformed_reported_region_is_ignored_and_the_rest_publishes(localstac
 
 def test_a_region_that_changes_every_cycle_never_mints_new_metrics(localstack, reader, fleet, namespace):
     agent = every_second(localstack, namespace, fleet, 2, "ec2:t3.micro")
-    code, _ = agent.run_changing(lambda: fleet.control("/report", region="us-west-2", value="random"), 5)
+    code, after = agent.run_changing(lambda: fleet.control("/report", region="us-west-2", value="random"), 5)
     assert code == 0
     regions = sorted({v for _, dims in reader.metrics(namespace) for k, v in dims if k == "Region"})
     assert regions == ["us-east-1", "us-west-2"]
     warnings = [l for l in agent.logs() if l.get("message", "").startswith("plugin reports another region than before")]
-    assert len(warnings) >= 5
+    # docs/metrics.md: each such cycle logs it; the cycle running at the change may have met it.
+    assert len(warnings) in (len(after), len(after) + 1), (len(warnings), len(after))
     assert all(w["region"] == "us-west-2" and re.fullmatch(r"xx-[a-z]{8}-\d", w["reported_region"])
                for w in warnings)
     # Cost queries keep naming the region the data goes under, which this plugin still serves.
