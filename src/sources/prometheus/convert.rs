@@ -998,6 +998,12 @@ mod tests {
         assert_eq!(position(Some(1.0), f64::INFINITY), 1.0);
         assert_eq!(position(None, -2.0), -2.0);
         assert_eq!(position(None, f64::INFINITY), 0.0);
+        // The middle is (l + u) / 2 whenever that sum is finite: halving each first would
+        // round the smallest doubles differently (1 and 5 units in the last place: 3, not 2).
+        assert_eq!(
+            position(Some(f64::from_bits(1)), f64::from_bits(5)),
+            f64::from_bits(3)
+        );
     }
 
     #[test]
@@ -1145,13 +1151,16 @@ mod tests {
         // 151: pairs merge at their count-weighted mean, the odd one out stays.
         let mut values: Vec<f64> = (1..=151).map(f64::from).collect();
         let mut counts: Vec<f64> = (1..=151)
-            .map(|i| if i % 2 == 0 { 3.0 } else { 1.0 })
+            .map(|i| if i % 2 == 0 { 3.0 } else { 2.0 })
             .collect();
         merge_to_limit(&mut values, &mut counts);
         assert_eq!(values.len(), 76);
-        assert_eq!((values[0], counts[0]), ((1.0 + 2.0 * 3.0) / 4.0, 4.0));
-        assert_eq!((values[74], counts[74]), ((149.0 + 150.0 * 3.0) / 4.0, 4.0));
-        assert_eq!((values[75], counts[75]), (151.0, 1.0));
+        assert_eq!((values[0], counts[0]), ((1.0 * 2.0 + 2.0 * 3.0) / 5.0, 5.0));
+        assert_eq!(
+            (values[74], counts[74]),
+            ((149.0 * 2.0 + 150.0 * 3.0) / 5.0, 5.0)
+        );
+        assert_eq!((values[75], counts[75]), (151.0, 2.0));
     }
 
     #[test]
@@ -1606,5 +1615,12 @@ mod tests {
             values.iter().chain(&counts).all(|v| v.is_finite()),
             "{values:?}"
         );
+        // Two equal weights too large to multiply out: the mean of the pair, weighed first.
+        let mut values = vec![f64::MAX, f64::MAX / 2.0];
+        values.extend((2..151).map(f64::from));
+        let mut counts = vec![f64::MAX, f64::MAX];
+        counts.extend(std::iter::repeat_n(1.0, 149));
+        merge_to_limit(&mut values, &mut counts);
+        assert_eq!((values[0], counts[0]), (f64::MAX * 0.75, f64::MAX));
     }
 }
