@@ -617,7 +617,10 @@ mod tests {
             timestamp: UNIX_EPOCH,
             value: Value::distribution(vec![], vec![]),
         };
-        assert_eq!(data(1, &[smallest.clone()]).len() - DATA_HEAD, 18);
+        assert_eq!(
+            data(1, std::slice::from_ref(&smallest)).len() - DATA_HEAD,
+            18
+        );
         assert_eq!(MIN_DATUM, 18);
         let mut record = Data::new();
         assert_eq!((record.datums(), record.is_empty()), (0, true));
@@ -669,19 +672,20 @@ mod tests {
     #[test]
     fn same_bits_tells_apart_any_field_or_length_and_holds_for_nan() {
         let (a, b) = (metric(1), metric(2));
-        assert!(same_bits(&[a.clone(), b.clone()], &[a.clone(), b.clone()]));
-        assert!(!same_bits(&[a.clone()], &[a.clone(), b.clone()]));
-        assert!(!same_bits(&[a.clone()], &[b.clone()]));
+        let pair = [a.clone(), b.clone()];
+        assert!(same_bits(&pair, &pair.clone()));
+        assert!(!same_bits(&pair[..1], &pair));
+        assert!(!same_bits(&pair[..1], &pair[1..]));
         let other_value = Metric {
             value: Value::Gauge(7.5),
             ..a.clone()
         };
-        assert!(!same_bits(&[a.clone()], &[other_value]));
-        let nan = Metric {
+        assert!(!same_bits(&pair[..1], &[other_value]));
+        let nan = [Metric {
             value: Value::Gauge(f64::NAN),
-            ..a.clone()
-        };
-        assert!(same_bits(&[nan.clone()], &[nan]));
+            ..a
+        }];
+        assert!(same_bits(&nan, &nan.clone()));
     }
 
     /// One datum of `n` dimensions, framed as a record.
