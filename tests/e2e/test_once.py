@@ -59,6 +59,22 @@ def test_once_publishes_health_and_cost_of_every_region_under_its_own_name(local
     assert [(e["sku"], e["code"]) for e in errors] == [("x9.huge", "not_found")]
 
 
+def test_target_timeout_bounds_a_targets_requests_together(localstack, fleet, namespace):
+    """docs/configuration.md: a target's health probe, GetPluginInfo and cost queries together
+    get TARGET_TIMEOUT. A plugin answering each request in 1.5 s would take 4.5 s for the
+    three; the cycle collects in 2 s and not much more (1.7 s for a loaded 2-core machine,
+    less than one more request)."""
+    fleet.latency("us-west-2", 1500)
+    targets = ",".join(f"{r}=http://127.0.0.1:{fleet.port(r)}" for r in ("us-east-1", "us-west-2"))
+    agent = Agent(agent_env(localstack.url, namespace, PLUGIN_TARGETS=targets, TARGET_TIMEOUT="2s",
+                            COST_RESOURCES="ec2:t3.micro"), args=["--once"])
+    assert agent.run() == 0
+    [cycle] = agent.cycles()
+    assert 2000 <= cycle["collect_ms"] < 2000 + 1700, cycle
+    # The probe answered within the budget; what came after it was cut by it.
+    assert (cycle["healthy"], cycle["cost_errors"]) == (2, 1), cycle
+
+
 @pytest.mark.parametrize("fleet", [{"args": ["--hang", "us-west-2"]}], indirect=True)
 def test_a_hung_region_costs_only_its_timeout_and_is_reported_down(localstack, reader, fleet, namespace):
     targets = ",".join(f"{r}=http://127.0.0.1:{fleet.port(r)}" for r in fleet.regions)
