@@ -974,17 +974,7 @@ rpc_duration_seconds_count 2693
     #[test]
     fn a_parse_stops_when_asked_and_counts_what_it_did_not_read() {
         let body: String = (0..5000).map(|i| format!("m{{i=\"{i}\"}} 1\n\n")).collect();
-        let mut asked = 0;
-        let mut samples = 0;
-        let skipped = parse_each_until(
-            &body,
-            Format::Text,
-            || {
-                asked += 1;
-                asked == 2
-            },
-            |line| samples += usize::from(matches!(line, Line::Sample { .. })),
-        );
+        let (samples, skipped) = stopped_at_the_second_ask(&body);
         // Asked every 1024 lines (a sample and a blank line each): the first time lets it
         // on, the second (before line 2048) stops it.
         assert_eq!(samples, 1024);
@@ -999,10 +989,16 @@ rpc_duration_seconds_count 2693
         // second of three.
         let line = format!("m{{l=\"{}\"}} 1\n", "x".repeat((64 << 10) - 10));
         assert_eq!(line.len(), 64 << 10);
-        let body = line.repeat(3);
+        let (samples, skipped) = stopped_at_the_second_ask(&line.repeat(3));
+        assert_eq!((samples, skipped.stopped), (1, Some((2, 2))));
+    }
+
+    /// A text parse told to stop the second time it asks: the samples it read, and what it
+    /// says it skipped.
+    fn stopped_at_the_second_ask(body: &str) -> (usize, Skipped) {
         let (mut asked, mut samples) = (0, 0);
         let skipped = parse_each_until(
-            &body,
+            body,
             Format::Text,
             || {
                 asked += 1;
@@ -1010,7 +1006,7 @@ rpc_duration_seconds_count 2693
             },
             |line| samples += usize::from(matches!(line, Line::Sample { .. })),
         );
-        assert_eq!((samples, skipped.stopped), (1, Some((2, 2))));
+        (samples, skipped)
     }
 
     #[test]
