@@ -30,7 +30,7 @@ STATE = ROOT / ".localstack"
 sys.path.insert(0, str(FLEET.parent))
 sys.path.insert(0, str(ROOT / "tests" / "fault"))
 import fleet as fleet_module  # noqa: E402  (the fleet's price table is the expectation)
-from proxy import FaultProxy  # noqa: E402,F401  (the harness's own part, re-exported)
+from proxy import FaultProxy, stamps  # noqa: E402,F401  (the harness's own part, re-exported)
 
 
 def agent_binary():

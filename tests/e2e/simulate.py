@@ -23,12 +23,11 @@ import json
 import os
 import re
 import signal
-import struct
 import sys
 import time
 import uuid
 
-from harness import ROOT, Agent, FaultProxy, Fleet, LocalStack, Reader, agent_env, parse_ts, wait_for
+from harness import ROOT, Agent, FaultProxy, Fleet, LocalStack, Reader, agent_env, parse_ts, stamps, wait_for
 
 DOC = ROOT / "docs" / "scale.md"
 
@@ -114,6 +113,8 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
         host = f.read().strip()
     bound = interval * (float(splay.rstrip("%")) / 100 if splay.endswith("%") else 0.0)
     sends = {}
+    # Each request's key id and the datum timestamps it carried, read once.
+    carried = [(t, key, stamps(body)) for t, key, body in proxy.arrivals if body]
     for i, a in enumerate(procs):
         cycles = a.cycles()
         cycles_by_agent[f"sim-{i:04d}"] = {parse_ts(c["cycle_timestamp"]) for c in cycles}
@@ -132,12 +133,10 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
                 # When it sent, after the tick: collection (which varies with load) plus the wait.
                 waits.setdefault(f"sim-{i:04d}", []).append((c["splay_ms"], (c["collect_ms"] + c["splay_ms"]) / 1000))
                 # The cycle's first request: the first of this agent's that carries a datum
-                # stamped with the tick (a CBOR timestamp: tag 1, a double), so a late retry
-                # of the cycle before is not taken for it.
+                # stamped with the tick, so a late retry of the cycle before is not taken for it.
                 tick = stamp.timestamp()
-                mark = b"\xc1\xfb" + struct.pack(">d", tick)
-                first = min((t for t, key, body in proxy.arrivals
-                             if key == f"SIM{i:04d}" and body and mark in body), default=None)
+                first = min((t for t, key, sent in carried if key == f"SIM{i:04d}" and tick in sent),
+                            default=None)
                 sends.setdefault(f"sim-{i:04d}", []).append(
                     (fraction(f"sim-{i:04d}", host) * bound, None if first is None else first - tick))
             # Accepted when a cycle from this one on ended with nothing queued; the self
@@ -154,15 +153,15 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
     health = samples(reader, namespace, "PluginHealthy", {"Region": "us-east-1"}, start, end)
     # A cycle is lost when its own stamp is missing from its agent's series: counts alone
     # would let a retried duplicate stand in for a lost cycle.
-    lost_cycles = sum(len(stamps - stamps_read(reader, namespace, name, stamps))
-                      for name, stamps in cycles_by_agent.items())
+    lost_cycles = sum(len(own - stamps_read(reader, namespace, name, own))
+                      for name, own in cycles_by_agent.items())
     events = [e for e in proxy.events if e[1] in ("passed", "throttle") and steady_from <= e[0] < stopped]
     per_second = {}
     for t, _ in events:
         per_second[int(t)] = per_second.get(int(t), 0) + 1
     return {
         "agents": agents, "rate": rate, "splay": splay, "interval": interval,
-        "cycles": sum(len(stamps) for stamps in cycles_by_agent.values()),
+        "cycles": sum(len(own) for own in cycles_by_agent.values()),
         "requests": len(events),
         "throttled": sum(1 for e in events if e[1] == "throttle"),
         "accepted": sum(1 for e in events if e[1] == "passed"),
@@ -181,12 +180,13 @@ def simulate(localstack, fleet, agents, rate, splay, ticks, interval, binary=Non
     }
 
 
-def stamps_read(reader, namespace, agent, stamps):
-    """The timestamps of an agent's CycleDuration datums in CloudWatch, read in windows of a
-    minute at most (LocalStack answers long windows of 1-second periods slowly)."""
-    if not stamps:
+def stamps_read(reader, namespace, agent, own):
+    """The timestamps of an agent's CycleDuration datums in CloudWatch between the first and
+    last of `own` (its cycles' stamps), read in windows of a minute at most (LocalStack
+    answers long windows of 1-second periods slowly)."""
+    if not own:
         return set()
-    out, t, end = set(), min(stamps), max(stamps) + datetime.timedelta(seconds=1)
+    out, t, end = set(), min(own), max(own) + datetime.timedelta(seconds=1)
     while t < end:
         stop = min(t + datetime.timedelta(seconds=60), end)
         out |= {p[0] for p in reader.points(namespace, "CycleDuration", {"Agent": agent}, t, stop)}
