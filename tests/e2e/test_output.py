@@ -12,6 +12,7 @@ from test_health import scrape
 
 DROPPED = ("cloudwatch_publisher_log_lines_dropped_total", frozenset())
 CYCLES = ("cloudwatch_publisher_cycles_total", frozenset())
+DROP_WARNING = "log lines were dropped because the log output was not being read (stdout or stderr full)"
 # The documented bound on an exit after SIGTERM: the SHUTDOWN_TIMEOUT these agents run with,
 # then at most 1.5 s for the output writer to write what is queued (README, "Logs": "At exit
 # the writer gets at most 1.5 s"). A loaded machine gets a few seconds more; an exit that
@@ -76,16 +77,15 @@ def test_the_drop_count_is_said_once_the_output_drains(localstack, fleet, namesp
     agent = stalled_agent(localstack, fleet, namespace)
     try:
         agent.read_logs()
-        wait_for(lambda: agent.messages(
-            "log lines were dropped because the log output was not being read (stdout or stderr full)"),
-            30, "the dropped-lines warning")
-        [first, *_] = agent.messages(
-            "log lines were dropped because the log output was not being read (stdout or stderr full)")
+
+        def said():
+            return agent.messages(DROP_WARNING)
+
+        wait_for(said, 30, "the dropped-lines warning")
+        first = said()[0]
         # The first warning counts every line dropped so far; the last one's total is the
         # /metrics counter once nothing more is dropped.
         assert first["level"] == "WARN" and first["dropped"] == first["dropped_total"] > 0
-        said = lambda: agent.messages(  # noqa: E731
-            "log lines were dropped because the log output was not being read (stdout or stderr full)")
         wait_for(lambda: said()[-1]["dropped_total"] == scrape(agent)[DROPPED], 30,
                  "the warning's total to be /metrics' count")
         agent.signal(signal.SIGTERM)
